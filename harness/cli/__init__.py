@@ -1,0 +1,22 @@
+"""The `harness` command line: one Typer sub-app per noun, thin over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from harness.cli import data, db, report, sweep
+
+app = typer.Typer(
+    name="harness",
+    help="Run, store, query and plot structured-prior VAE experiments (Mathieu et al., ICML 2019).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sweep.app, name="sweep")
+app.add_typer(db.app, name="db")
+app.add_typer(report.app, name="report")
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    app()

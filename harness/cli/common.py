@@ -1,0 +1,35 @@
+"""What every command group shares: the consoles, the store option, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_STORE = Path("runs/harness.duckdb")
+
+StoreOption = Annotated[Path, typer.Option("--store", envvar="HARNESS_STORE",
+                                           help="DuckDB store; shards and checkpoints live beside it.")]
+DataRootOption = Annotated[
+    Path | None, typer.Option("--data-root", envvar="HARNESS_DATA", help="Directory searched first for datasets.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line to stderr and exit with `code` (2: bad input, 1: anything else)."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def data_root_str(root: Path | None) -> str | None:
+    if root is None:
+        return None
+    if root.exists() and not root.is_dir():
+        fail(f"--data-root {root} is not a directory", 2)
+    return str(root)
+
+

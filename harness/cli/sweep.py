@@ -1,0 +1,177 @@
+"""`harness sweep`: plan, run and follow sweeps."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
+from harness.db.store import Store, StoreLocked
+from harness.schema import SpecError
+from harness.spec import Sweep, job_summary, load_sweep, plan_packs
+
+app = typer.Typer(help="Plan, run and follow sweeps of training jobs.", no_args_is_help=True)
+
+SweepFile = Annotated[Path, typer.Argument(help="A sweep file (TOML), e.g. sweeps/sparsity.toml.")]
+PackOption = Annotated[int | None, typer.Option("--pack-size", min=1,
+                                                help="Most jobs trained as one grouped network "
+                                                     "(default: 1 on the CPU, 8 on a GPU).")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (every visible GPU, else the CPU), cuda or cpu.")]
+
+
+def _load(path: Path) -> Sweep:
+    try:
+        return load_sweep(path)
+    except SpecError as error:
+        fail(error.render(), 2)
+
+
+def _pack_size(requested: int | None, devices: list[str]) -> int:
+    if requested is not None:
+        return requested
+    return 1 if devices == ["cpu"] else 8
+
+
+def _statuses(store: Store, sweep: Sweep) -> dict[str, str]:
+    """Statuses from the database, or, for jobs it lacks, from shards left by a killed run."""
+    statuses = store.statuses([j.job_id for j in sweep.jobs]) if store.path.exists() else {}
+    return statuses
+
+
+def _short(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: PackOption = None,
+         device: DeviceOption = "auto") -> None:
+    """Show the jobs of a sweep (done / failed / pending) and how they will be packed.
+
+    Example: harness sweep plan sweeps/sparsity.toml
+    """
+    from harness.executors.local import visible_devices
+
+    sweep = _load(sweep_file)
+    try:
+        statuses = _statuses(Store(store), sweep)
+    except StoreLocked as exc:
+        fail(str(exc))
+    devices = visible_devices(device)
+    size = _pack_size(pack_size, devices)
+    todo = [j for j in sweep.jobs if statuses.get(j.job_id) is None]
+    packs = plan_packs(todo, size)
+    pack_of = {job.job_id: i + 1 for i, pack in enumerate(packs) for job in pack.jobs}
+    table = Table(title=f"sweep {sweep.name}: {sweep.description}", title_justify="left")
+    columns = ["job_id", "dataset", "prior", "gamma", "alpha", "beta", "seed", "epochs", "status", "pack"]
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("gamma", "alpha", "beta", "seed", "epochs", "pack")
+                         else "left")
+    for job in sweep.jobs:
+        s = job_summary(job)
+        status = statuses.get(job.job_id, "pending")
+        table.add_row(job.job_id, s["dataset"], s["prior"], _short(s["gamma"]), _short(s["alpha"]),
+                      _short(s["beta"]), str(s["seed"]), str(s["epochs"]), status,
+                      str(pack_of.get(job.job_id, "")))
+    console.print(table)
+    counts = {k: sum(1 for j in sweep.jobs if statuses.get(j.job_id, "pending") == k)
+              for k in ("done", "failed", "diverged", "pending")}
+    console.print(f"{len(sweep.jobs)} jobs: {counts['done']} done, {counts['failed']} failed, "
+                  f"{counts['diverged']} diverged, {counts['pending']} pending -> {len(packs)} packs of at most "
+                  f"{size} on {', '.join(devices)}")
+
+
+@app.command()
+def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: PackOption = None,
+        device: DeviceOption = "auto", retry_failed: Annotated[bool, typer.Option(
+            "--retry-failed", help="Run failed and diverged jobs again.")] = False,
+        data_root: DataRootOption = None) -> None:
+    """Run every job of a sweep that the store does not have yet; finished jobs are skipped.
+
+    Example: harness sweep run sweeps/quickstart.toml --store runs/harness.duckdb
+
+    Ctrl-C stops cleanly; run the same command again to continue where it stopped.
+    """
+    from harness.executors.local import run_local, visible_devices
+
+    sweep = _load(sweep_file)
+    root = data_root_str(data_root)
+    the_store = Store(store)
+    ids = [j.job_id for j in sweep.jobs]
+    try:
+        the_store.register_sweep(sweep.name, sweep.path, sweep.description, Path(sweep.path).read_text(), ids)
+        the_store.ingest_shards([i for i in ids if the_store.shard_path(i).exists()])  # left by a killed run
+        statuses = the_store.statuses(ids)
+    except StoreLocked as exc:
+        fail(str(exc))
+    rerun = {"failed", "diverged"} if retry_failed else set()
+    todo = [j for j in sweep.jobs if statuses.get(j.job_id) is None or statuses[j.job_id] in rerun]
+    skipped = len(sweep.jobs) - len(todo)
+    try:
+        devices = visible_devices(device)
+    except RuntimeError as exc:
+        fail(str(exc), 2)
+    packs = plan_packs(todo, _pack_size(pack_size, devices))
+    console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
+                  f"in {len(packs)} packs on {', '.join(devices)}")
+    if not todo:
+        return
+    started = time.time()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+    overall = progress.add_task(f"sweep {sweep.name}", total=len(todo), info="")
+    running: dict[str, int] = {}
+
+    def on_event(event) -> None:
+        if event.kind == "start":
+            running[event.job_id] = progress.add_task(f"  {event.job_id}", total=event.epochs, info="starting")
+        elif event.kind == "epoch" and event.job_id in running:
+            progress.update(running[event.job_id], completed=event.epoch, info=f"loss {event.loss:,.1f}")
+        elif event.kind == "end" and event.job_id in running:
+            progress.remove_task(running.pop(event.job_id))
+
+    try:
+        with progress:
+            for ended in run_local(packs, the_store, sweep.name, devices, root, on_event):
+                progress.advance(overall, len(ended.job_ids))
+    except KeyboardInterrupt:
+        final = the_store.statuses(ids)
+        done = sum(1 for i in ids if final.get(i) == "done")
+        console.print(f"interrupted: {done} of {len(ids)} jobs are done and stored; run the same command to "
+                      "continue")
+        raise typer.Exit(130) from None
+    final = the_store.statuses([j.job_id for j in todo])
+    counts = {k: sum(1 for j in todo if final.get(j.job_id) == k) for k in ("done", "failed", "diverged")}
+    console.print(f"finished in {time.time() - started:.0f} s: {counts['done']} done, {counts['failed']} failed, "
+                  f"{counts['diverged']} diverged")
+    for job_id, error in the_store.errors([j.job_id for j in todo]):
+        console.print(f"  {job_id}: {error}", highlight=False)
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(store: StoreOption = DEFAULT_STORE) -> None:
+    """Every sweep in the store with its counts of done, failed, diverged and pending jobs.
+
+    Example: harness sweep status --store runs/harness.duckdb
+    """
+    if not Path(store).exists():
+        fail(f"no store at {store}; run a sweep first or pass --store PATH")
+    try:
+        rows = Store(store).sweep_counts()
+    except StoreLocked as exc:
+        fail(str(exc))
+    table = Table(title=f"sweeps in {store}", title_justify="left")
+    for column in ("sweep", "description", "jobs", "done", "failed", "diverged", "pending"):
+        table.add_column(column, justify="left" if column in ("sweep", "description") else "right")
+    for row in rows:
+        table.add_row(*[str(v) for v in row])
+    console.print(table)

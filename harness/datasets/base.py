@@ -1,0 +1,61 @@
+"""The one dataset interface every experiment uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from harness.schema import Param
+
+
+class DataUnavailable(RuntimeError):
+    """The dataset could not be found or fetched; the message says every way to get it."""
+
+
+class DataCorrupt(RuntimeError):
+    """Files were found but failed a checksum or could not be read."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test tensors already on the target device.
+
+    Images are float tensors in [0, 1] shaped (N, C, H, W); vector data is (N, D).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor  # (N,) int64 class labels
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: tuple[str, ...]
+    source: str = ""  # where the data was found, for the record
+    train_factors: torch.Tensor | None = None  # (N, F) factor values (indices)
+    test_factors: torch.Tensor | None = None
+    factor_names: tuple[str, ...] = ()
+    factor_sizes: tuple[int, ...] = ()
+    note: str = ""  # e.g. "procedural stand-in for dSprites"
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registry entry: what the dataset is, its options, and how to find, fetch and load it."""
+
+    name: str
+    description: str
+    train_size: int
+    test_size: int
+    example_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    load: Callable[..., Dataset]  # load(options: Options, root: Path | None, device, dtype) -> Dataset
+    locate: Callable[[Path | None], str | None]  # where it is present, or None
+    fetch: Callable[[Path | None], str]  # get it; returns a line saying from where
+    options: dict[str, Param] = field(default_factory=dict)
+    factors: tuple[tuple[str, int], ...] = ()

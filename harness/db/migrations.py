@@ -1,0 +1,71 @@
+"""Numbered schema migrations, recorded in the database itself (table schema_migrations)."""
+
+from __future__ import annotations
+
+# The metrics that the `runs` view shows as columns (test split); every metric is in `metrics`.
+RUNS_METRICS = ("elbo", "recon", "kl", "reg", "loss", "recon_mse", "hoyer", "hoyer_raw", "iwae", "kim_mnih",
+                "kim_mnih_dlib")
+
+
+def _runs_view() -> str:
+    columns = ",\n        ".join(
+        f"max(m.value) FILTER (WHERE m.split = 'test' AND m.name = '{name}') AS {name}" for name in RUNS_METRICS)
+    return f"""
+    CREATE OR REPLACE VIEW runs AS
+    SELECT j.job_id, j.sweep, j.status, j.dataset, j.arch, j.prior, j.gamma, j.df, j.alpha, j.beta,
+        j.latent_dim, j.epochs, j.batch_size, j.lr, j.seed, j.device, j.pack_size, j.wall_seconds,
+        j.peak_memory_bytes,
+        {columns}
+    FROM jobs j LEFT JOIN metrics m USING (job_id)
+    GROUP BY ALL
+    """
+
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "initial schema", [
+        """CREATE TABLE sweeps (
+            name VARCHAR PRIMARY KEY, path VARCHAR, description VARCHAR, toml VARCHAR, updated TIMESTAMP)""",
+        """CREATE TABLE sweep_jobs (sweep VARCHAR, job_id VARCHAR, PRIMARY KEY (sweep, job_id))""",
+        """CREATE TABLE jobs (
+            job_id VARCHAR PRIMARY KEY, sweep VARCHAR, spec JSON, dataset VARCHAR, arch VARCHAR, prior VARCHAR,
+            gamma DOUBLE, df DOUBLE, alpha DOUBLE, beta DOUBLE, latent_dim INTEGER, epochs INTEGER,
+            batch_size INTEGER, lr DOUBLE, seed BIGINT, status VARCHAR, error VARCHAR, failed_epoch INTEGER,
+            device VARCHAR, host VARCHAR, pack_id VARCHAR, pack_size INTEGER, started TIMESTAMP,
+            finished TIMESTAMP, wall_seconds DOUBLE, peak_memory_bytes BIGINT, git_commit VARCHAR,
+            versions JSON, shard VARCHAR)""",
+        """CREATE TABLE epochs (
+            job_id VARCHAR, epoch INTEGER, loss DOUBLE, recon DOUBLE, kl DOUBLE, reg DOUBLE, seconds DOUBLE,
+            samples_per_second DOUBLE, PRIMARY KEY (job_id, epoch))""",
+        """CREATE TABLE metrics (
+            job_id VARCHAR, split VARCHAR, name VARCHAR, value DOUBLE, PRIMARY KEY (job_id, split, name))""",
+        """CREATE TABLE latent_stats (
+            job_id VARCHAR, split VARCHAR, class_index INTEGER, class_name VARCHAR, dim INTEGER,
+            mean_abs_loc DOUBLE, PRIMARY KEY (job_id, split, class_index, dim))""",
+        """CREATE TABLE artifacts (job_id VARCHAR, kind VARCHAR, path VARCHAR, PRIMARY KEY (job_id, kind))""",
+        """CREATE TABLE benchmarks (
+            suite VARCHAR, name VARCHAR, stats JSON, machine JSON, git_commit VARCHAR, recorded TIMESTAMP)""",
+        _runs_view(),
+    ]),
+]
+
+
+def migrate(con) -> list[int]:
+    """Apply the migrations the database lacks, each in its own transaction; returns those applied."""
+    con.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+        version INTEGER PRIMARY KEY, name VARCHAR, applied TIMESTAMP DEFAULT current_timestamp)""")
+    done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    applied = []
+    for version, name, statements in MIGRATIONS:
+        if version in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in statements:
+                con.execute(statement)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied

@@ -1,0 +1,239 @@
+"""The DuckDB store and the shard files it indexes.
+
+Layout next to the database file (default runs/harness.duckdb):
+    jobs/<job_id>/result.json      the job's shard: the truth about its run (atomic rename)
+    jobs/<job_id>/model.safetensors, spec.json
+    sweeps/<name>.json             the sweep's job list, so `db rebuild` knows memberships
+
+Only one process writes the database, through short-lived connections, so that users can open it
+read-only between writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+
+from harness.db.migrations import migrate
+
+
+class StoreLocked(RuntimeError):
+    """Another process holds the database."""
+
+
+class ReadOnlyError(ValueError):
+    """A statement that would write was given to a read-only query."""
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _timestamp(seconds: float | None):
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None) if seconds else None
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.root = self.path.parent
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def shard_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "result.json"
+
+    def sweep_manifest(self, name: str) -> Path:
+        return self.root / "sweeps" / f"{name}.json"
+
+    @contextmanager
+    def connect(self, attempts: int = 50):
+        """A writable connection, migrated; retried while another process holds the file."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for attempt in range(attempts):
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or attempt == attempts - 1:
+                    raise StoreLocked(f"{self.path} is in use by another process ({exc})") from exc
+                time.sleep(0.2)
+        try:
+            migrate(con)
+            yield con
+        finally:
+            con.close()
+
+    # -- sweeps -------------------------------------------------------------------------------
+    def register_sweep(self, name: str, path: str, description: str, toml: str, job_ids: list[str]) -> None:
+        """Record the sweep and its job list (database and manifest file)."""
+        atomic_write_json(self.sweep_manifest(name), {"name": name, "path": path, "description": description,
+                                                      "toml": toml, "job_ids": job_ids})
+        with self.connect() as con:
+            _register(con, name, path, description, toml, job_ids)
+
+    def statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(job_ids)
+        if not ids or not self.path.exists():
+            return {}
+        with self.connect() as con:
+            rows = con.execute("SELECT job_id, status FROM jobs WHERE list_contains(?, job_id)", [ids]).fetchall()
+        return dict(rows)
+
+    def errors(self, job_ids: Iterable[str]) -> list[tuple[str, str]]:
+        """(job_id, error) of the failed or diverged jobs among `job_ids`."""
+        with self.connect() as con:
+            return con.execute("""SELECT job_id, error FROM jobs WHERE list_contains(?, job_id)
+                                  AND status IN ('failed', 'diverged') ORDER BY job_id""", [list(job_ids)]).fetchall()
+
+    def sweep_counts(self) -> list[tuple[str, str, int, int, int, int, int]]:
+        """(sweep, description, total, done, failed, diverged, pending) for every sweep in the store."""
+        with self.connect() as con:
+            return con.execute("""
+                SELECT s.name, s.description, count(sj.job_id) AS total,
+                    count(*) FILTER (WHERE j.status = 'done') AS done,
+                    count(*) FILTER (WHERE j.status = 'failed') AS failed,
+                    count(*) FILTER (WHERE j.status = 'diverged') AS diverged,
+                    count(*) FILTER (WHERE j.status IS NULL) AS pending
+                FROM sweeps s LEFT JOIN sweep_jobs sj ON sj.sweep = s.name
+                    LEFT JOIN jobs j ON j.job_id = sj.job_id
+                GROUP BY s.name, s.description ORDER BY s.name""").fetchall()
+
+    # -- shards -------------------------------------------------------------------------------
+    def write_shard(self, result: dict[str, Any]) -> Path:
+        path = self.shard_path(result["job_id"])
+        atomic_write_json(path, result)
+        return path
+
+    def ingest_shards(self, job_ids: Iterable[str]) -> int:
+        """Ingest the shards that exist for `job_ids`; returns how many."""
+        shards = [self.shard_path(j) for j in job_ids]
+        results = [json.loads(p.read_text()) for p in shards if p.exists()]
+        if results:
+            with self.connect() as con:
+                for result in results:
+                    ingest_result(con, result)
+        return len(results)
+
+
+def _register(con, name, path, description, toml, job_ids) -> None:
+    con.execute("BEGIN TRANSACTION")
+    con.execute("""INSERT OR REPLACE INTO sweeps (name, path, description, toml, updated)
+                   VALUES (?, ?, ?, ?, current_timestamp)""", [name, path, description, toml])
+    con.execute("DELETE FROM sweep_jobs WHERE sweep = ?", [name])
+    con.executemany("INSERT INTO sweep_jobs VALUES (?, ?)", [[name, j] for j in job_ids])
+    con.execute("COMMIT")
+
+
+def ingest_result(con, result: dict[str, Any]) -> None:
+    """Insert one shard's rows, replacing whatever the job had: ingesting twice changes nothing."""
+    from harness.spec import JobSpec, job_summary
+
+    job_id = result["job_id"]
+    summary = job_summary(JobSpec.from_dict(result["spec"]))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in ("jobs", "epochs", "metrics", "latent_stats", "artifacts"):
+            con.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
+        con.execute(
+            """INSERT INTO jobs (job_id, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta, latent_dim,
+                epochs, batch_size, lr, seed, status, error, failed_epoch, device, host, pack_id, pack_size,
+                started, finished, wall_seconds, peak_memory_bytes, git_commit, versions, shard)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [job_id, result.get("sweep", ""), json.dumps(result["spec"], sort_keys=True), summary["dataset"],
+             summary["arch"], summary["prior"], summary["gamma"], summary["df"], summary["alpha"], summary["beta"],
+             summary["latent_dim"], summary["epochs"], summary["batch_size"], summary["lr"], summary["seed"],
+             result["status"], result.get("error", ""), result.get("failed_epoch"), result.get("device", ""),
+             result.get("host", ""), result.get("pack_id", ""), result.get("pack_size", 1),
+             _timestamp(result.get("started")), _timestamp(result.get("finished")), result.get("wall_seconds"),
+             result.get("peak_memory_bytes"), result.get("git_commit", ""),
+             json.dumps(result.get("versions", {}), sort_keys=True), result.get("shard", "")])
+        epochs = result.get("epochs", [])
+        if epochs:
+            con.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [[job_id, e["epoch"], e["loss"], e["recon"], e["kl"], e["reg"], e["seconds"],
+                              e["samples_per_second"]] for e in epochs])
+        metrics = result.get("metrics", [])
+        if metrics:
+            con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
+                            [[job_id, m["split"], m["name"], m["value"]] for m in metrics])
+        stats = result.get("latent_stats", [])
+        if stats:
+            con.executemany("INSERT INTO latent_stats VALUES (?, ?, ?, ?, ?, ?)",
+                            [[job_id, s["split"], s["class_index"], s["class_name"], s["dim"], s["mean_abs_loc"]]
+                             for s in stats])
+        artifacts = result.get("artifacts", [])
+        if artifacts:
+            con.executemany("INSERT INTO artifacts VALUES (?, ?, ?)",
+                            [[job_id, a["kind"], a["path"]] for a in artifacts])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def rebuild(store: Store) -> tuple[int, int]:
+    """Recreate the database from the shards and sweep manifests; returns (sweeps, jobs)."""
+    tmp = store.path.with_name(f".{store.path.name}.rebuild")
+    for leftover in (tmp, Path(f"{tmp}.wal")):
+        leftover.unlink(missing_ok=True)
+    fresh = Store(tmp)
+    manifests = sorted((store.root / "sweeps").glob("*.json"))
+    shards = sorted((store.root / "jobs").glob("*/result.json"))
+    with fresh.connect() as con:
+        for manifest in manifests:
+            m = json.loads(manifest.read_text())
+            _register(con, m["name"], m["path"], m["description"], m["toml"], m["job_ids"])
+        for shard in shards:
+            ingest_result(con, json.loads(shard.read_text()))
+    Path(f"{store.path}.wal").unlink(missing_ok=True)
+    shutil.move(tmp, store.path)
+    return len(manifests), len(shards)
+
+
+def open_read_only(path: str | Path):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no store at {path}; run a sweep first or pass --store PATH")
+    for attempt in range(25):
+        try:
+            return duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or attempt == 24:
+                raise StoreLocked(f"{path} is in use by another process; try again in a moment") from exc
+            time.sleep(0.2)
+
+
+READ_STATEMENTS = {"SELECT", "EXPLAIN"}
+
+
+def run_query(path: str | Path, sql: str, params: list[Any] | None = None):
+    """Run one read-only statement; returns (column names, rows). Writes are refused before running."""
+    con = open_read_only(path)
+    try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1:
+            raise ReadOnlyError(f"give exactly one statement, got {len(statements)}")
+        kind = statements[0].type.name
+        if kind not in READ_STATEMENTS:
+            raise ReadOnlyError(f"the store is read-only here: only SELECT statements run, this one is {kind}")
+        cursor = con.execute(sql, params or [])
+        columns = [d[0] for d in cursor.description]
+        return columns, cursor.fetchall()
+    finally:
+        con.close()

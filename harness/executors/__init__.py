@@ -1,0 +1,1 @@
+"""Executors run packs and leave one shard per job. `local`: one worker per device; `slurm`: submitit."""

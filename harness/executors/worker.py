@@ -1,0 +1,80 @@
+"""What runs a pack wherever it runs (a local worker process or a Slurm task): load the data, train,
+write one shard per job. Shared by every executor."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from harness.db.store import Store
+from harness.spec import Pack
+from harness.train import JobResult, Progress, train_pack
+
+
+@lru_cache(maxsize=1)
+def run_context() -> dict:
+    """Host, package versions and git commit: facts about the run, not the spec."""
+    import numpy
+    import torch
+
+    import harness
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(harness.__file__).parent, text=True,
+                                capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+                "harness": harness.__version__, "cuda": torch.version.cuda or ""}
+    return {"host": socket.gethostname(), "versions": versions, "git_commit": commit}
+
+
+def failed_results(pack: Pack, error: str, device: str) -> list[JobResult]:
+    return [JobResult(job.job_id, job.to_dict(), "failed", error=error, pack_id=pack.pack_id,
+                      pack_size=len(pack.jobs), device=device) for job in pack.jobs]
+
+
+def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str | None,
+             progress: Callable[[Progress], None] = lambda event: None) -> list[str]:
+    """Train `pack` on `device` and write its shards; returns the job ids written."""
+    from harness.datasets import load_dataset
+
+    first = pack.jobs[0]
+    try:
+        data = load_dataset(first.dataset, data_root, device, first.dtype)
+    except Exception as exc:  # missing data fails the jobs, not the sweep
+        results = failed_results(pack, f"{type(exc).__name__}: {exc}", device)
+    else:
+        results = train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir)
+    context = run_context()
+    for result in results:
+        payload = {**result.__dict__, **context, "sweep": sweep,
+                   "shard": str(store.shard_path(result.job_id))}
+        store.write_shard(payload)
+    return [r.job_id for r in results]
+
+
+def worker_main(device: str, store_path: str, sweep: str, data_root: str | None, tasks, events) -> None:
+    """A local worker process: take packs until None, report progress, exit when the driver is gone."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
+    parent = os.getppid()
+    store = Store(store_path)
+
+    def report(event: Progress) -> None:
+        if os.getppid() != parent:  # the driver died (e.g. SIGKILL): stop, its rerun will redo this pack
+            os._exit(1)
+        events.put(("progress", event))
+
+    while True:
+        pack = tasks.get()
+        if pack is None:
+            return
+        ids = run_pack(pack, store, sweep, device, data_root, report)
+        events.put(("pack_done", ids))

@@ -1,0 +1,1 @@
+"""Models: packed networks, likelihoods, priors, divergences and the objective."""

@@ -1,0 +1,1 @@
+"""Figures and tables rebuilt from the store alone: SQL -> polars -> matplotlib."""

@@ -1,0 +1,322 @@
+"""Sweep files and job specs: TOML loading, validation, expansion into jobs, hashing, packing.
+
+A sweep file has four tables: [sweep] (name, description, seeds), [base] (job fields), [grid]
+(lists that are crossed; dotted keys reach nested fields, e.g. "prior.gamma") and [[jobs]]
+(explicit settings merged over [base]). Jobs from [grid] and from [[jobs]] are both run, each once
+per seed. Every error is a SpecError naming the file and the key, raised before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from harness.datasets import dataset_schemas
+from harness.models.divergences import DIVERGENCES
+from harness.models.likelihoods import likelihood_schemas
+from harness.models.nets import ARCHS
+from harness.models.priors import prior_schemas
+from harness.schema import (Options, Param, SpecError, non_negative, one_of, positive_int,
+                            resolve_options, unknown_key, unknown_name)
+
+SPEC_VERSION = 1
+
+# Scalar job fields: name -> Param. Fields without a default are required.
+REQUIRED = object()
+SCALARS: dict[str, Param] = {
+    "latent_dim": positive_int(REQUIRED, "number of latent dimensions L"),
+    "alpha": non_negative(0.0, "weight of the divergence D(q(z), p(z))"),
+    "beta": non_negative(1.0, "weight of KL(q(z|x) || p(z))"),
+    "epochs": positive_int(REQUIRED, "passes over the training set"),
+    "batch_size": positive_int(REQUIRED, "minibatch size B"),
+    "lr": Param(float, REQUIRED, "Adam learning rate", lambda v: 0 < v < 1, "in (0, 1)"),
+    "dtype": one_of("float32", ("float32", "float64"), "floating-point precision of training"),
+    "iwae_k": Param(int, 0, "importance samples for the IWAE estimate of log p(x) (0: skip)",
+                    lambda v: 0 <= v <= 100_000, "an integer in [0, 100000]"),
+}
+NAMES: dict[str, tuple[str, Any, Any]] = {  # name-valued fields: (kind, choices, default)
+    "arch": ("architecture", ARCHS, REQUIRED),
+    "divergence": ("divergence", DIVERGENCES, "none"),
+}
+
+
+def _registries() -> dict[str, tuple[str, dict[str, dict[str, Param]]]]:
+    """Fields that name a registry entry with options: field -> (kind, name -> schema)."""
+    return {"dataset": ("dataset", dataset_schemas()), "likelihood": ("likelihood", likelihood_schemas()),
+            "prior": ("prior", prior_schemas())}
+
+
+JOB_FIELDS = ("dataset", "arch", "latent_dim", "likelihood", "prior", "divergence", "alpha", "beta", "epochs",
+              "batch_size", "lr", "dtype", "iwae_k")
+SECTIONS = ("sweep", "base", "grid", "jobs")
+SWEEP_KEYS = {"name": Param(str, None), "description": Param(str, ""),
+              "seeds": Param(tuple, (0,), check=lambda v: len(v) > 0, allowed="a non-empty list of integers")}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything that determines a run's result. Where it ran is a fact about the run, not the spec."""
+
+    dataset: Options
+    arch: str
+    latent_dim: int
+    likelihood: Options
+    prior: Options
+    divergence: str
+    alpha: float
+    beta: float
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    dtype: str = "float32"
+    iwae_k: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("dataset", "likelihood", "prior"):
+            out[key] = out[key].to_dict()
+        return out
+
+    def canonical_json(self) -> str:
+        return json.dumps({"spec_version": SPEC_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def job_id(self) -> str:
+        """A short hash of the canonical JSON: the same spec has the same id on every machine."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    def pack_key(self) -> str:
+        """Jobs with equal keys can train as one grouped network: alpha, beta, seed and the prior's
+        parameters may differ, nothing else."""
+        shared = self.to_dict()
+        for key in ("alpha", "beta", "seed"):
+            shared.pop(key)
+        shared["prior"] = self.prior.name
+        return json.dumps(shared, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+        """Rebuild from to_dict() output (shards and checkpoints store that)."""
+        data = dict(data)
+        data.pop("spec_version", None)
+        return validate_job(data, seed=data.pop("seed"))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    description: str
+    path: str
+    seeds: tuple[int, ...]
+    jobs: tuple[JobSpec, ...] = field(default_factory=tuple)
+    origins: tuple[str, ...] = ()  # per job: "grid" or "jobs[i]"
+
+
+def _set_path(target: dict, path: str, value: Any, registries) -> None:
+    """Assign `value` at dotted `path`, turning a registry name into a table where a sub-key is set."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        target[head] = copy.deepcopy(value)
+        return
+    current = target.get(head)
+    if isinstance(current, str):
+        current = {"name": current}
+    if not isinstance(current, dict):
+        current = {}
+    target[head] = current
+    _set_path(current, rest, value, registries)
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """{'prior': {'gamma': [..]}} -> {'prior.gamma': [..]} (TOML's unquoted dotted keys nest)."""
+    flat = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def validate_job(raw: dict[str, Any], seed: int) -> JobSpec:
+    """Check every field of one merged job and return its JobSpec; SpecError on the first problem."""
+    registries = _registries()
+    for key in raw:
+        if key not in JOB_FIELDS:
+            raise unknown_key(key, key, JOB_FIELDS)
+    values: dict[str, Any] = {"seed": seed}
+    for name, param in SCALARS.items():
+        if name not in raw:
+            if param.default is REQUIRED:
+                raise SpecError(name, f"missing; {param.help} ({param.allowed})")
+            values[name] = param.default
+        else:
+            values[name] = param.coerce(name, raw[name])
+    for name, (kind, choices, default) in NAMES.items():
+        value = raw.get(name, default)
+        if value is REQUIRED:
+            raise SpecError(name, f"missing; allowed: {', '.join(sorted(choices))}")
+        if not isinstance(value, str) or value not in choices:
+            raise unknown_name(name, value, kind, choices)
+        values[name] = value
+    for name, (kind, schemas) in registries.items():
+        if name not in raw:
+            raise SpecError(name, f"missing; a {kind} name or table, allowed names: {', '.join(sorted(schemas))}")
+        values[name] = resolve_options(name, raw[name], kind, schemas)
+    return JobSpec(**values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError("-", "file not found", str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError("-", f"cannot be read ({exc})", str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+        where = f"line {line}, column {col}" if line else "unknown position"
+        message = getattr(exc, "msg", str(exc))
+        raise SpecError("-", f"TOML syntax error at {where}: {message}", str(path)) from None
+
+
+def _sweep_header(doc: dict[str, Any], path: Path) -> tuple[str, str, tuple[int, ...]]:
+    header = doc.get("sweep", {})
+    if not isinstance(header, dict):
+        raise SpecError("sweep", "must be a table")
+    for key in header:
+        if key not in SWEEP_KEYS:
+            raise unknown_key(f"sweep.{key}", key, list(SWEEP_KEYS))
+    name = header.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError("sweep.name", f"expected a non-empty string, got {name!r}")
+    description = SWEEP_KEYS["description"].coerce("sweep.description", header.get("description", ""))
+    seeds = SWEEP_KEYS["seeds"].coerce("sweep.seeds", header.get("seeds", [0]))
+    for i, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise SpecError(f"sweep.seeds[{i}]", f"must be an integer >= 0, got {seed!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError("sweep.seeds", f"has repeated seeds {list(seeds)}")
+    return name, description, tuple(seeds)
+
+
+def _expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+    """(origin label, merged job dict, leaf path -> section that set it) for every setting."""
+    registries = _registries()
+    base = doc.get("base", {})
+    if not isinstance(base, dict):
+        raise SpecError("base", "must be a table of job fields")
+    base_flat = _flatten(base)
+    grid = doc.get("grid", {})
+    if not isinstance(grid, dict):
+        raise SpecError("grid", "must be a table of lists")
+    grid_flat = _flatten(grid)
+    for key, values in grid_flat.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"grid.{key}", f"must be a non-empty list of values, got {values!r}")
+    explicit = doc.get("jobs", [])
+    if not isinstance(explicit, list) or not all(isinstance(j, dict) for j in explicit):
+        raise SpecError("jobs", "must be an array of tables ([[jobs]])")
+
+    def merged(overrides: dict[str, Any], label: str) -> tuple[str, dict, dict]:
+        job: dict[str, Any] = {}
+        origin = {}
+        for key, value in base_flat.items():
+            _set_path(job, key, value, registries)
+            origin[key] = "base"
+        for key, value in overrides.items():
+            _set_path(job, key, value, registries)
+            origin[key] = label
+        return label, job, origin
+
+    settings = []
+    if grid_flat or not explicit:
+        keys = list(grid_flat)
+        for combo in itertools.product(*(grid_flat[k] for k in keys)):
+            settings.append(merged(dict(zip(keys, combo)), "grid"))
+    for i, job in enumerate(explicit):
+        settings.append(merged(_flatten(job), f"jobs[{i}]"))
+    return settings
+
+
+def _located(error: SpecError, origin: dict[str, str]) -> SpecError:
+    """Prefix the key with the section that set it: 'grid.prior.gamma', 'jobs[2].alpha', 'base.lr'."""
+    key = error.key
+    section = origin.get(key)
+    parent = key
+    while section is None and "." in parent:
+        parent = parent.rsplit(".", 1)[0]
+        section = origin.get(parent)
+    if section is None:
+        section = next((origin[k] for k in origin if k.startswith(key + ".")), "base")
+    return SpecError(f"{section}.{key}", error.message)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read, validate and expand a sweep file. Raises SpecError naming the file and the key."""
+    path = Path(path)
+    source = str(path)
+    try:
+        doc = _read_toml(path)
+        for key in doc:
+            if key not in SECTIONS:
+                raise unknown_key(key, key, SECTIONS)
+        name, description, seeds = _sweep_header(doc, path)
+        jobs, origins, seen = [], [], set()
+        for label, raw, origin in _expand(doc):
+            try:
+                template = validate_job(raw, seed=seeds[0])
+            except SpecError as error:
+                raise _located(error, origin) from None
+            for seed in seeds:
+                job = replace(template, seed=seed)
+                if job.job_id not in seen:
+                    seen.add(job.job_id)
+                    jobs.append(job)
+                    origins.append(label)
+    except SpecError as error:
+        raise error.with_source(source) from None
+    return Sweep(name, description, source, seeds, tuple(jobs), tuple(origins))
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Jobs that train together as one grouped network."""
+
+    jobs: tuple[JobSpec, ...]
+
+    @property
+    def pack_id(self) -> str:
+        return hashlib.sha256(",".join(j.job_id for j in self.jobs).encode()).hexdigest()[:12]
+
+
+def plan_packs(jobs: list[JobSpec] | tuple[JobSpec, ...], max_pack: int) -> list[Pack]:
+    """Group compatible jobs (equal pack_key) into packs of at most `max_pack`, in sweep order."""
+    groups: dict[str, list[JobSpec]] = {}
+    for job in jobs:
+        groups.setdefault(job.pack_key(), []).append(job)
+    packs = []
+    for members in groups.values():
+        for start in range(0, len(members), max_pack):
+            packs.append(Pack(tuple(members[start:start + max_pack])))
+    return packs
+
+
+def job_summary(job: JobSpec) -> dict[str, Any]:
+    """The swept parameters as flat typed values (for tables and the store's typed columns)."""
+    return {"dataset": job.dataset.name, "arch": job.arch, "prior": job.prior.name,
+            "gamma": job.prior.get("gamma"), "df": job.prior.get("df"), "alpha": job.alpha, "beta": job.beta,
+            "latent_dim": job.latent_dim, "epochs": job.epochs, "batch_size": job.batch_size, "lr": job.lr,
+            "seed": job.seed}
+
+

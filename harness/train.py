@@ -1,0 +1,293 @@
+"""Training and evaluation of one pack: a loop and nothing else (no printing, no SQL).
+
+Every job in a pack keeps its own random streams, derived from its seed and the stream's name:
+`init` (weights), `data` (minibatch order), `noise` (reparameterisation), `prior` (prior samples for
+D), `eval` (test-time noise). The pack's members never share a random draw, so a job's numbers do
+not depend on which pack it ran in, up to floating-point reordering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from harness.datasets.base import Dataset
+from harness.metrics.hoyer import hoyer
+from harness.metrics.magnitudes import class_magnitudes
+from harness.models.divergences import DIVERGENCES
+from harness.models.likelihoods import build_likelihood
+from harness.models.priors import build_prior
+from harness.models.vae import PackedVAE, objective
+from harness.spec import JobSpec, Pack
+
+STREAMS = ("init", "data", "noise", "prior", "eval")
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for one named random stream of a job."""
+    digest = hashlib.sha256(f"harness:{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """An event for whoever watches: a job started, finished an epoch, or ended."""
+
+    kind: str  # "start" | "epoch" | "end"
+    job_id: str
+    epoch: int = 0
+    epochs: int = 0
+    loss: float = math.nan
+    status: str = ""
+
+
+@dataclass
+class JobResult:
+    """What one job produced; serialised as the job's shard."""
+
+    job_id: str
+    spec: dict[str, Any]
+    status: str  # "done" | "failed" | "diverged"
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # {split, name, value}
+    latent_stats: list[dict[str, Any]] = field(default_factory=list)  # {split, class_index, class_name, dim, ...}
+    error: str = ""
+    failed_epoch: int | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    wall_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    pack_id: str = ""
+    pack_size: int = 1
+    device: str = ""
+    artifacts: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Member:
+    job: JobSpec
+    gens: dict[str, torch.Generator]
+    result: JobResult
+    alive: bool = True
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def build_model(jobs: tuple[JobSpec, ...], data: Dataset, device: torch.device) -> PackedVAE:
+    """The pack's grouped network, each member initialised from its own `init` stream."""
+    first = jobs[0]
+    dtype = getattr(torch, first.dtype)
+    likelihood = build_likelihood(first.likelihood)
+    prior = build_prior([j.prior for j in jobs], first.latent_dim, data)
+    model = PackedVAE(first.arch, len(jobs), first.latent_dim, data.example_shape, likelihood, prior)
+    model = model.to(device=device, dtype=dtype)
+    model.init_weights([generator(j.seed, "init") for j in jobs])
+    return model
+
+
+def member_state(model: PackedVAE, g: int) -> dict[str, torch.Tensor]:
+    """Member g's weights as the state dict of a one-member model (same keys), for checkpoints."""
+    groups = model.groups
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if tensor.dim() == 0:
+            state[key] = tensor.clone()
+        elif tensor.shape[0] % groups == 0:
+            state[key] = tensor.chunk(groups, dim=0)[g].contiguous().clone()
+        else:
+            raise ValueError(f"cannot split {key} of shape {tuple(tensor.shape)} into {groups} members")
+    return state
+
+
+def _batches(data: Dataset, members: list[_Member], batch: int, device: torch.device):
+    """Yield (G, B, *shape) minibatches: each member follows its own permutation; the last partial
+    batch is dropped (D_hat needs a full batch)."""
+    n = len(data.train_x)
+    perms = torch.stack([torch.randperm(n, generator=m.gens["data"], device=device) for m in members])  # (G, N)
+    for start in range(0, n - batch + 1, batch):
+        yield data.train_x[perms[:, start:start + batch]]
+
+
+def _noise(members: list[_Member], stream: str, batch: int, latent: int, like: torch.Tensor) -> torch.Tensor:
+    """(G, B, L) standard normal noise, member g from its own `stream`."""
+    return torch.stack([torch.randn(batch, latent, generator=m.gens[stream], device=like.device, dtype=like.dtype)
+                        for m in members])
+
+
+def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
+               progress: Callable[[Progress], None] = lambda event: None,
+               checkpoint_dir: Callable[[str], Path] | None = None) -> list[JobResult]:
+    """Train every job of `pack` for its epochs, evaluate it on the test set, return one result each.
+
+    A member whose loss turns NaN or inf is marked diverged at that epoch and leaves the pack's loss;
+    the others go on. An exception fails every member still running, with its text.
+    """
+    device = torch.device(device)
+    jobs = pack.jobs
+    started = time.time()
+    members = [
+        _Member(job, {s: generator(job.seed, s, device) for s in STREAMS},
+                JobResult(job.job_id, job.to_dict(), "running", started=started, pack_id=pack.pack_id,
+                          pack_size=len(jobs), device=str(device)))
+        for job in jobs
+    ]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for m in members:
+        progress(Progress("start", m.job.job_id, 0, m.job.epochs))
+    epoch = 0
+    try:
+        first = jobs[0]
+        model = build_model(jobs, data, device)
+        divergence = DIVERGENCES[first.divergence]
+        like = torch.zeros((), device=device, dtype=getattr(torch, first.dtype))
+        alpha = torch.tensor([j.alpha for j in jobs], device=device, dtype=like.dtype)
+        beta = torch.tensor([j.beta for j in jobs], device=device, dtype=like.dtype)
+        optimiser = torch.optim.Adam(model.parameters(), lr=first.lr, betas=(0.9, 0.999), amsgrad=True)
+        batch, latent = first.batch_size, first.latent_dim
+        if len(data.train_x) < batch:
+            raise ValueError(f"batch_size {batch} is larger than the training set ({len(data.train_x)} examples)")
+        for epoch in range(1, first.epochs + 1):
+            model.train()
+            tick = time.perf_counter()
+            sums = torch.zeros(4, len(jobs), device=device, dtype=like.dtype)  # loss, recon, kl, reg
+            steps = 0
+            alive = torch.tensor([m.alive for m in members], device=device)
+            for x in _batches(data, members, batch, device):
+                eps = _noise(members, "noise", batch, latent, like)
+                prior_z = (model.prior.sample_members([m.gens["prior"] for m in members], batch)
+                           if first.divergence != "none" else eps)
+                terms = objective(model, x, model(x, eps), prior_z, alpha, beta, divergence)
+                total = torch.where(alive, terms.loss, torch.zeros_like(terms.loss)).sum()
+                optimiser.zero_grad(set_to_none=True)
+                total.backward()
+                optimiser.step()
+                sums += torch.stack([terms.loss.detach() / batch, terms.recon.detach(), terms.kl.detach(),
+                                     terms.reg.detach()])
+                steps += 1
+            means = (sums / steps).tolist()  # synchronises: the timing below is honest on a GPU too
+            seconds = time.perf_counter() - tick
+            for g, m in enumerate(members):
+                if not m.alive:
+                    continue
+                record = {"epoch": epoch, "loss": means[0][g], "recon": means[1][g], "kl": means[2][g],
+                          "reg": means[3][g], "seconds": seconds, "samples_per_second": steps * batch / seconds}
+                m.result.epochs.append(record)
+                if not all(math.isfinite(record[k]) for k in ("loss", "recon", "kl", "reg")):
+                    m.alive = False
+                    m.result.status, m.result.failed_epoch = "diverged", epoch
+                    m.result.error = f"loss became {record['loss']} in epoch {epoch}"
+                    progress(Progress("end", m.job.job_id, epoch, m.job.epochs, record["loss"], "diverged"))
+                else:
+                    progress(Progress("epoch", m.job.job_id, epoch, m.job.epochs, record["loss"]))
+            if not any(m.alive for m in members):
+                break
+        living = [g for g, m in enumerate(members) if m.alive]
+        if living:
+            evaluate(model, members, data, device)
+            for g in living:
+                members[g].result.status = "done"
+                if checkpoint_dir is not None:
+                    members[g].result.artifacts.extend(save_checkpoint(model, g, members[g].job,
+                                                                       checkpoint_dir(members[g].job.job_id)))
+    except Exception as exc:  # one pack's failure is recorded, never raised into the sweep
+        for m in members:
+            if m.result.status == "running":
+                m.result.status, m.result.failed_epoch = "failed", epoch
+                m.result.error = f"{type(exc).__name__}: {exc}"
+    finished = time.time()
+    peak = _peak_memory(device)
+    for m in members:
+        m.result.finished, m.result.wall_seconds, m.result.peak_memory_bytes = finished, finished - started, peak
+        if m.result.status != "diverged":
+            progress(Progress("end", m.job.job_id, epoch, m.job.epochs, status=m.result.status))
+    return [m.result for m in members]
+
+
+@torch.no_grad()
+def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: torch.device) -> None:
+    """Test-set ELBO and its terms, D_hat, reconstruction MSE, Hoyer sparsity and class magnitudes."""
+    model.eval()
+    first = members[0].job
+    groups, batch = len(members), first.batch_size
+    like = torch.zeros((), device=device, dtype=getattr(torch, first.dtype))
+    alpha = torch.tensor([m.job.alpha for m in members], device=device, dtype=like.dtype)
+    beta = torch.tensor([m.job.beta for m in members], device=device, dtype=like.dtype)
+    divergence = DIVERGENCES[first.divergence]
+    n = len(data.test_x)
+    images = data.test_x.dim() == 4
+    totals = torch.zeros(5, groups, device=device, dtype=like.dtype)  # recon, kl, elbo, mse (sums); reg
+    reg_batches = 0
+    locs = []
+    for start in range(0, n, batch):
+        x = data.test_x[start:start + batch].unsqueeze(0).expand(groups, *data.test_x[start:start + batch].shape)
+        size = x.shape[1]
+        eps = _noise(members, "eval", size, first.latent_dim, like)
+        enc = model(x, eps)
+        prior_z = (model.prior.sample_members([m.gens["eval"] for m in members], size)
+                   if first.divergence != "none" and size > 1 else eps)
+        terms = objective(model, x, enc, prior_z, alpha, beta, divergence)
+        mean = model.likelihood.mean(enc.out)
+        if images:  # the [0, 1] scale, whatever the likelihood's support
+            mean = mean.clamp(0, 1)
+        mse = ((mean - x) ** 2).flatten(2).mean(-1).sum(1)  # (G,) sum over images of per-pixel MSE
+        totals[:3] += torch.stack([terms.recon, terms.kl, terms.elbo]) * size
+        totals[3] += mse
+        if size > 1:
+            totals[4] += terms.reg
+            reg_batches += 1
+        locs.append(enc.loc)
+    loc = torch.cat(locs, dim=1)  # (G, N, L)
+    means = (totals[:4] / n).tolist()
+    regs = (totals[4] / max(reg_batches, 1)).tolist()
+    sparsity = hoyer(loc).tolist()
+    sparsity_raw = hoyer(loc, normalise=False).tolist()
+    magnitudes = class_magnitudes(loc, data.test_y, len(data.class_names)).tolist()
+    for g, m in enumerate(members):
+        if not m.alive:
+            continue
+        job = m.job
+        values = {"recon": means[0][g], "kl": means[1][g], "elbo": means[2][g], "recon_mse": means[3][g],
+                  "reg": regs[g], "hoyer": sparsity[g], "hoyer_raw": sparsity_raw[g]}
+        values["loss"] = -(values["recon"] - job.beta * values["kl"]) + job.alpha * job.batch_size * values["reg"]
+        m.result.metrics = [{"split": "test", "name": k, "value": float(v)} for k, v in values.items()]
+        if m.result.epochs:
+            last = m.result.epochs[-1]
+            m.result.metrics += [{"split": "train", "name": k, "value": float(last[k])}
+                                 for k in ("loss", "recon", "kl", "reg")]
+        m.result.latent_stats = [
+            {"split": "test", "class_index": c, "class_name": data.class_names[c], "dim": d,
+             "mean_abs_loc": float(v)}
+            for c, row in enumerate(magnitudes[g]) for d, v in enumerate(row) if v == v
+        ]
+
+
+def save_checkpoint(model: PackedVAE, g: int, job: JobSpec, folder: Path) -> list[dict[str, str]]:
+    """safetensors weights of member g (as a one-member model) plus the JSON spec; never pickle."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, spec = folder / "model.safetensors", folder / "spec.json"
+    tmp = folder / ".model.safetensors.tmp"
+    save_file(member_state(model, g), str(tmp), metadata={"job_id": job.job_id})
+    tmp.replace(weights)
+    spec_tmp = folder / ".spec.json.tmp"
+    spec_tmp.write_text(job.canonical_json() + "\n")
+    spec_tmp.replace(spec)
+    return [{"kind": "weights", "path": str(weights)}, {"kind": "spec", "path": str(spec)}]
