@@ -7,8 +7,9 @@ that validation messages, CLI help and defaults all come from one place.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 class SpecError(ValueError):
@@ -22,9 +23,11 @@ class SpecError(ValueError):
 
     def render(self) -> str:
         where = f"{self.source}: " if self.source else ""
+        if self.key == "-":  # about the whole file (unreadable, not TOML)
+            return f"{where}{self.message}"
         return f"{where}key '{self.key}': {self.message}"
 
-    def with_source(self, source: str) -> "SpecError":
+    def with_source(self, source: str) -> SpecError:
         return SpecError(self.key, self.message, source)
 
 

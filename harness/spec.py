@@ -12,6 +12,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,8 +23,17 @@ from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import likelihood_schemas
 from harness.models.nets import ARCHS
 from harness.models.priors import prior_schemas
-from harness.schema import (Options, Param, SpecError, non_negative, one_of, positive_int,
-                            resolve_options, unknown_key, unknown_name)
+from harness.schema import (
+    Options,
+    Param,
+    SpecError,
+    non_negative,
+    one_of,
+    positive_int,
+    resolve_options,
+    unknown_key,
+    unknown_name,
+)
 
 SPEC_VERSION = 1
 
@@ -102,7 +112,7 @@ class JobSpec:
         return json.dumps(shared, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Rebuild from to_dict() output (shards and checkpoints store that)."""
         data = dict(data)
         data.pop("spec_version", None)
@@ -184,10 +194,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
-        where = f"line {line}, column {col}" if line else "unknown position"
-        message = getattr(exc, "msg", str(exc))
-        raise SpecError("-", f"TOML syntax error at {where}: {message}", str(path)) from None
+        raise SpecError("-", _syntax_message(str(exc), text), str(path)) from None
+
+
+def _syntax_message(message: str, text: str) -> str:
+    """'TOML syntax error at line L, column C: what' from tomllib's '<what> (at line L, column C)'."""
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match:
+        return f"TOML syntax error at line {match[1]}, column {match[2]}: {message[:match.start()]}"
+    if message.endswith("(at end of document)"):
+        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+        return f"TOML syntax error at the end of the file (line {lines}): {message[:-len(' (at end of document)')]}"
+    return f"TOML syntax error: {message}"
 
 
 def _sweep_header(doc: dict[str, Any], path: Path) -> tuple[str, str, tuple[int, ...]]:
@@ -243,7 +261,7 @@ def _expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, st
     if grid_flat or not explicit:
         keys = list(grid_flat)
         for combo in itertools.product(*(grid_flat[k] for k in keys)):
-            settings.append(merged(dict(zip(keys, combo)), "grid"))
+            settings.append(merged(dict(zip(keys, combo, strict=True)), "grid"))
     for i, job in enumerate(explicit):
         settings.append(merged(_flatten(job), f"jobs[{i}]"))
     return settings

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.datasets import sources
-from harness.datasets.base import DataCorrupt, DataUnavailable, Dataset
+from harness.datasets.base import DataCorrupt, Dataset, DataUnavailable
 from harness.datasets.idx import parse_idx
 from harness.schema import Options
 
@@ -27,7 +27,8 @@ FILES = {
 HOW_TO_GET = (
     "Fashion-MNIST not found. Any one of these works: "
     "(1) `apt-get install dataset-fashion-mnist` (Debian; files land in /usr/share/datasets/fashion-mnist); "
-    "(2) put the four IDX files (.gz or unzipped) in DIR/fashion-mnist and pass --data-root DIR or set HARNESS_DATA=DIR; "
+    "(2) put the four IDX files (.gz or unzipped) in DIR/fashion-mnist and pass --data-root DIR "
+    "or set HARNESS_DATA=DIR; "
     "(3) with internet, `harness data fetch fashion_mnist` downloads them with torchvision."
 )
 

@@ -15,10 +15,11 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import duckdb
 
@@ -44,7 +45,7 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 
 def _timestamp(seconds: float | None):
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None) if seconds else None
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(tzinfo=None) if seconds else None
 
 
 class Store:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from harness.db.store import Store
 from harness.executors.worker import failed_results, run_context
@@ -69,7 +69,7 @@ def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], d
             try:
                 kind, payload = events.get(timeout=1.0)
             except queue.Empty:
-                for device, (process, tasks, pack) in list(workers.items()):
+                for device, (process, _tasks, pack) in list(workers.items()):
                     if pack is not None and not process.is_alive():
                         error = f"worker process on {device} died (exit code {process.exitcode})"
                         for result in failed_results(pack, error, device):
@@ -90,7 +90,7 @@ def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], d
                 hand_out(device)
                 yield PackEnded(payload)
     finally:
-        for process, tasks, _ in workers.values():
+        for process, _tasks, _ in workers.values():
             if process.is_alive():
                 process.terminate()
         for process, _, _ in workers.values():

@@ -7,9 +7,9 @@ import os
 import platform
 import socket
 import subprocess
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from harness.db.store import Store
 from harness.spec import Pack

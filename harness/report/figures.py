@@ -3,9 +3,9 @@ the job ids it used, and returns the paths; a figure without data returns nothin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 

@@ -1,0 +1,257 @@
+"""`harness data`: list, fetch, verify and look at the datasets.
+
+A thin layer over harness.datasets: the library raises DataUnavailable or DataCorrupt with a message
+that says what to do; this module prints that message as one `error: ...` line and exits 1 (2 for a
+dataset name it does not know).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from harness.datasets import (
+    DATASETS,
+    DataCorrupt,
+    Dataset,
+    DatasetEntry,
+    DataUnavailable,
+    dataset_schemas,
+    dsprites,
+    fashion_mnist,
+    load_dataset,
+    mnist,
+    pinwheel,
+    rotated_mnist,
+    shapes2d,
+    sources,
+)
+from harness.schema import SpecError, closest, resolve_options
+
+app = typer.Typer(help="Find, fetch, check and look at the datasets.", no_args_is_help=True)
+
+DataRoot = Annotated[Path | None, typer.Option(
+    "--data-root", envvar="HARNESS_DATA", help="Directory holding the data files (default: none; derived "
+    "files go to ~/.cache/harness).", show_default=False)]
+
+SAMPLES = 64  # images in the `info` grid
+
+
+def _verify_fashion_mnist(root: Path | None) -> str:
+    found = fashion_mnist.locate(root)
+    if found is None:
+        raise DataUnavailable(fashion_mnist.HOW_TO_GET)
+    fashion_mnist.read_arrays(Path(found))
+    return f"md5 of the four unzipped IDX files matches the published Fashion-MNIST ({found})"
+
+
+# How `verify` checks each dataset: a function of the data root returning a line, raising DataCorrupt.
+VERIFIERS: dict[str, Callable[[Path | None], str]] = {
+    "fashion_mnist": _verify_fashion_mnist,
+    "mnist": mnist.verify,
+    "rotated_mnist": rotated_mnist.verify,
+    "pinwheel": pinwheel.verify,
+    "shapes2d": shapes2d.verify,
+    "dsprites": dsprites.verify,
+}
+
+
+class _Fail(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def _fail(message: str, code: int = 1) -> None:
+    """One line on stderr and the exit code; never a traceback."""
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Turn the library's errors into one `error:` line and an exit code."""
+    try:
+        yield
+    except _Fail as exc:
+        _fail(str(exc), exc.code)
+    except (DataUnavailable, DataCorrupt, SpecError, OSError) as exc:
+        _fail(str(exc), 1)
+
+
+def _root(data_root: Path | None) -> Path | None:
+    """The data root, refused (DataUnavailable) when it names a file."""
+    return sources.data_root(data_root)
+
+
+def _entry(name: str) -> DatasetEntry:
+    if name not in DATASETS:
+        raise _Fail(f"unknown dataset '{name}'{closest(name, list(DATASETS))}; known: {', '.join(DATASETS)}", 2)
+    return DATASETS[name]
+
+
+def _factors(entry: DatasetEntry) -> str:
+    return ", ".join(f"{name} ({size})" for name, size in entry.factors) or "-"
+
+
+def _where(entry: DatasetEntry, root: Path | None) -> str | None:
+    try:
+        return entry.locate(root)
+    except (DataUnavailable, DataCorrupt, OSError) as exc:
+        return f"error: {exc}"
+
+
+@app.command("list")
+def list_(data_root: DataRoot = None) -> None:
+    """List every dataset: what it is, its sizes and factors, and whether and where it is present.
+
+    Example: harness data list --data-root ~/data
+    """
+    with _reported():
+        root = _root(data_root)
+        table = Table(title="datasets")
+        table.add_column("name", no_wrap=True)
+        for column in ("what it is", "train / test", "example", "factors", "present", "where"):
+            table.add_column(column)
+        for name, entry in DATASETS.items():
+            where = _where(entry, root)
+            table.add_row(name, escape(entry.description), f"{entry.train_size:,} / {entry.test_size:,}",
+                          "x".join(map(str, entry.example_shape)), _factors(entry),
+                          "yes" if where else "no", escape(where or "-"))
+        Console().print(table)
+
+
+@app.command()
+def fetch(name: Annotated[str, typer.Argument(help="Dataset name, as in `harness data list`.")],
+          data_root: DataRoot = None) -> None:
+    """Get a dataset from the first source that works, and say which one.
+
+    Example: harness data fetch mnist --data-root ~/data
+    """
+    with _reported():
+        entry, root = _entry(name), _root(data_root)
+        Console().print(f"{name}: {escape(entry.fetch(root))}")
+
+
+@app.command()
+def verify(name: Annotated[str | None, typer.Argument(help="Dataset name; all present ones if left out.")] = None,
+           data_root: DataRoot = None) -> None:
+    """Check the files of a dataset (or of every present one) against their published checksums.
+
+    Example: harness data verify fashion_mnist --data-root ~/data
+    """
+    with _reported():
+        root = _root(data_root)
+        if name is not None:
+            _entry(name)
+            check = VERIFIERS.get(name)
+            line = f"ok: {check(root)}" if check is not None else "unchecked: no checksum known for this dataset"
+            Console().print(f"{name}: {escape(line)}")
+            return
+        failed = []
+        table = Table(title="verify")
+        for column in ("name", "result", "detail"):
+            table.add_column(column)
+        for dataset, entry in DATASETS.items():
+            result, detail = _verify_one(dataset, entry, root)
+            table.add_row(dataset, result, escape(detail))
+            failed += [dataset] if result == "FAILED" else []
+        Console().print(table)
+        if failed:
+            raise DataCorrupt(f"{len(failed)} dataset(s) failed verification: {', '.join(failed)}")
+
+
+def _verify_one(name: str, entry: DatasetEntry, root: Path | None) -> tuple[str, str]:
+    """('ok' | 'absent' | 'FAILED' | 'unchecked', detail) for one dataset."""
+    if _where(entry, root) is None:
+        return "absent", "-"
+    check = VERIFIERS.get(name)
+    if check is None:
+        return "unchecked", "no checksum known for this dataset"
+    try:
+        return "ok", check(root)
+    except DataUnavailable as exc:
+        return "absent", str(exc)
+    except DataCorrupt as exc:
+        return "FAILED", str(exc)
+
+
+@app.command()
+def info(name: Annotated[str, typer.Argument(help="Dataset name, as in `harness data list`.")],
+         out: Annotated[Path | None, typer.Option(help="PNG to write the sample grid to "
+                                                          "(default: reports/data_NAME.png)")] = None,
+         data_root: DataRoot = None) -> None:
+    """Show a dataset's classes and factors, and draw a grid of samples (a scatter plot for 2-D points).
+
+    Example: harness data info shapes2d --out reports/shapes2d.png
+    """
+    with _reported():
+        entry, root = _entry(name), _root(data_root)
+        dataset = _sample(entry, root)
+        path = out if out is not None else Path("reports") / f"data_{name}.png"
+        write_sample_png(dataset, path)
+        console = Console()
+        console.print(f"[bold]{name}[/bold]: {escape(entry.description)}")
+        console.print(escape(f"source: {dataset.source}" + (f" ({dataset.note})" if dataset.note else "")))
+        console.print(f"sizes: {entry.train_size:,} train / {entry.test_size:,} test; "
+                      f"example shape {'x'.join(map(str, dataset.example_shape))}")
+        console.print(escape(f"classes ({len(dataset.class_names)}): {', '.join(dataset.class_names)}"))
+        factors = (zip(dataset.factor_names, dataset.factor_sizes, strict=True) if dataset.factor_names
+                   else entry.factors)
+        console.print("factors: " + (", ".join(f"{f} ({n})" for f, n in factors) or "-"))
+        console.print(escape(f"wrote {path}"))
+
+
+def _sample(entry: DatasetEntry, root: Path | None) -> Dataset:
+    """A small stratified part of the dataset: enough images for the grid, all points for vectors."""
+    per_class = math.ceil(SAMPLES / len(entry.class_names))
+    vectors = len(entry.example_shape) == 1
+    raw = {"name": entry.name, "subset": 0 if vectors else per_class, "subset_mode": "stratified",
+           "test_subset": SAMPLES}
+    options = resolve_options("dataset", raw, "dataset", dataset_schemas())
+    return load_dataset(options, str(root) if root is not None else None, "cpu", "float32")
+
+
+def _image_grid(images: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) in [0, 1] -> one image of `gap`-separated tiles (first channel), rows of sqrt(n)."""
+    n, _, height, width = images.shape
+    gap = 2
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.ones((rows * (height + gap) - gap, cols * (width + gap) - gap), dtype=np.float32)
+    for k in range(n):
+        top, left = (k // cols) * (height + gap), (k % cols) * (width + gap)
+        grid[top:top + height, left:left + width] = images[k, 0]
+    return grid
+
+
+def write_sample_png(dataset: Dataset, path: Path) -> None:
+    """Write a grid of training images, or a scatter plot of 2-D points coloured by class, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 6))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    x = dataset.train_x.detach().cpu().float().numpy()
+    if x.ndim == 4:
+        axes.imshow(_image_grid(x[:SAMPLES]), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axes.set_axis_off()
+    else:
+        labels = dataset.train_y.cpu().numpy()
+        for k, class_name in enumerate(dataset.class_names):
+            axes.scatter(x[labels == k, 0], x[labels == k, 1], s=6, label=class_name)
+        axes.set_aspect("equal")
+        axes.legend(fontsize="small")
+    axes.set_title(f"{dataset.name}" + (f" ({dataset.note})" if dataset.note else ""), fontsize="small", wrap=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=150)

@@ -1,0 +1,1 @@
+"""Metrics computed from trained models: sparsity, class magnitudes, IWAE, disentanglement."""

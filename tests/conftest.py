@@ -1,0 +1,64 @@
+"""Shared fixtures: the golden values, the real Fashion-MNIST (required in CI), tiny sweep files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+GOLDEN = SHARED / "golden" / "reference_values.json"
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    if not GOLDEN.exists():
+        pytest.fail(f"golden values not found at {GOLDEN}")
+    return json.loads(GOLDEN.read_text())
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_present() -> None:
+    """Skip where Fashion-MNIST is absent on a developer's machine; CI installs it, so there it must exist."""
+    from harness.datasets import fashion_mnist
+
+    if fashion_mnist.locate(None) is None:
+        if os.environ.get("CI"):
+            pytest.fail("Fashion-MNIST missing in CI: .ci/run must install dataset-fashion-mnist")
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+TINY_SWEEP = """
+[sweep]
+name = "{name}"
+description = "tiny end-to-end sweep for tests"
+seeds = {seeds}
+
+[base]
+dataset = {{ name = "fashion_mnist", subset = 20, subset_mode = "stratified", test_subset = 200 }}
+arch = "conv32"
+latent_dim = 6
+likelihood = {{ name = "laplace", scale = 0.1 }}
+prior = {{ name = "sparse", gamma = 0.0 }}
+divergence = "mmd_dim"
+beta = 1.0
+epochs = {epochs}
+batch_size = 50
+lr = 5e-4
+
+[grid]
+alpha = [0, 1000]
+"prior.gamma" = [0, 0.8]
+"""
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path):
+    def write(name: str = "tiny", seeds: str = "[1]", epochs: int = 2) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(TINY_SWEEP.format(name=name, seeds=seeds, epochs=epochs))
+        return path
+
+    return write

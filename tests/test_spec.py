@@ -1,0 +1,139 @@
+"""Sweep files: validation (a corpus of broken files), expansion, hashing and packing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.schema import SpecError
+from harness.spec import load_sweep, plan_packs
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = sorted((Path(__file__).parent / "bad_sweeps").glob("*.toml"))
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path} must start with '# expect: <message>'"
+    return first.removeprefix("# expect: ")
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_broken_sweep_is_refused_with_its_message(path):
+    with pytest.raises(SpecError) as caught:
+        load_sweep(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert _expected(path) in message
+    assert "\n" not in message
+
+
+def test_corpus_covers_every_kind_of_mistake():
+    names = {p.stem for p in BAD}
+    for needed in ("unknown_key", "negative_alpha", "gamma_out_of_range", "epochs_wrong_type", "zero_batch",
+                   "negative_lr", "unknown_dataset", "unknown_prior", "unknown_arch", "unknown_divergence",
+                   "syntax_error"):
+        assert needed in names
+
+
+@pytest.mark.parametrize("path", BAD[:6], ids=[p.stem for p in BAD[:6]])
+def test_cli_refuses_bad_sweep_with_exit_2_and_leaves_the_store_alone(path, tmp_path):
+    store = tmp_path / "store" / "h.duckdb"
+    result = CliRunner().invoke(app, ["sweep", "run", str(path), "--store", str(store)])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and _expected(path) in lines[0]
+    assert not store.parent.exists()
+
+
+def test_missing_file_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["sweep", "plan", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "file not found" in result.stderr
+
+
+def test_paper_grid_expands_to_90_distinct_jobs_in_a_stable_order():
+    first = load_sweep(ROOT / "sweeps" / "sparsity.toml")
+    second = load_sweep(ROOT / "sweeps" / "sparsity.toml")
+    assert len(first.jobs) == 90
+    assert [j.job_id for j in first.jobs] == [j.job_id for j in second.jobs]
+    assert len({j.job_id for j in first.jobs}) == 90
+    assert {j.alpha for j in first.jobs} == {0, 10, 100, 500, 1000}
+    assert {j.beta for j in first.jobs} == {0.1, 1, 5}
+    assert {j.prior["gamma"] for j in first.jobs} == {0, 0.8}
+    assert {j.seed for j in first.jobs} == {1, 2, 3}
+    assert all(j.epochs == 80 and j.batch_size == 500 and j.latent_dim == 50 and j.lr == 5e-4 for j in first.jobs)
+
+
+def test_job_id_is_a_pure_function_of_the_spec():
+    job = load_sweep(ROOT / "sweeps" / "sparsity.toml").jobs[0]
+    # pinned: the same spec has this id on every machine; a change here must bump SPEC_VERSION
+    assert job.canonical_json().startswith('{"alpha":0.0,"arch":"conv32"')
+    assert job.job_id == "942a920b032a6870"
+    assert replace(job, alpha=10.0).job_id != job.job_id
+    assert replace(job, seed=2).job_id != job.job_id
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(body)
+    return path
+
+
+BASE = """
+[base]
+dataset = "fashion_mnist"
+arch = "conv32"
+latent_dim = 4
+likelihood = "laplace"
+prior = {prior}
+epochs = 1
+batch_size = 10
+lr = 1e-3
+"""
+
+
+def test_defaults_are_filled_so_equivalent_files_hash_alike(tmp_path):
+    short = load_sweep(_write(tmp_path, BASE.format(prior='"sparse"'))).jobs[0]
+    spelled = load_sweep(_write(tmp_path, BASE.format(
+        prior='{ name = "sparse", gamma = 0, spike_scale = 0.05 }') + 'alpha = 0\nbeta = 1\n')).jobs[0]
+    assert short.job_id == spelled.job_id
+
+
+def test_quoted_and_nested_dotted_grid_keys_agree(tmp_path):
+    quoted = load_sweep(_write(tmp_path, BASE.format(prior='"sparse"') + '[grid]\n"prior.gamma" = [0, 0.5]\n'))
+    nested = load_sweep(_write(tmp_path, BASE.format(prior='"sparse"') + "[grid]\nprior.gamma = [0, 0.5]\n"))
+    assert [j.job_id for j in quoted.jobs] == [j.job_id for j in nested.jobs]
+    assert [j.prior["gamma"] for j in quoted.jobs] == [0.0, 0.5]
+
+
+def test_grid_and_explicit_jobs_are_a_union_times_seeds(tmp_path):
+    body = BASE.format(prior='"sparse"') + """
+[grid]
+alpha = [0, 10]
+
+[[jobs]]
+alpha = 1000
+"prior.gamma" = 0.8
+
+[[jobs]]
+alpha = 10
+"""
+    sweep = load_sweep(_write(tmp_path, "[sweep]\nseeds = [1, 2]\n" + body))
+    settings = sorted({(j.alpha, j.prior["gamma"]) for j in sweep.jobs})
+    assert settings == [(0.0, 0.0), (10.0, 0.0), (1000.0, 0.8)]
+    assert len(sweep.jobs) == 6  # the repeated alpha = 10 setting is one job per seed, not two
+
+
+def test_packs_group_compatible_jobs_only():
+    jobs = list(load_sweep(ROOT / "sweeps" / "sparsity.toml").jobs)
+    packs = plan_packs(jobs, 8)
+    assert sum(len(p.jobs) for p in packs) == 90 and all(len(p.jobs) <= 8 for p in packs)
+    assert len(packs) == 12  # all 90 are compatible: alpha, beta, gamma and seed may differ
+    other = replace(jobs[0], lr=1e-3)
+    mixed = plan_packs([jobs[0], other, jobs[1]], 8)
+    assert sorted(len(p.jobs) for p in mixed) == [1, 2]
