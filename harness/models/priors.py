@@ -137,7 +137,8 @@ def student_t_polar(df: torch.Tensor, n: int, gen: torch.Generator) -> torch.Ten
         u, v = 2 * torch.rand(2, *out.shape, generator=gen, dtype=torch.float64, device=gen.device) - 1
         w = u**2 + v**2
         accept = (w > 0) & (w < 1) & ~filled
-        t = u * torch.sqrt(df * (w.pow(-2 / df) - 1) / w)  # NaN where rejected, never selected
+        # W^(-2/df) - 1 as expm1 keeps precision for large df; NaN where rejected, never selected
+        t = u * torch.sqrt(df * torch.expm1(-2 / df * torch.log(w)) / w)
         out = torch.where(accept, t, out)
         filled |= accept
     return out
@@ -150,7 +151,8 @@ def principal_variances(x: torch.Tensor, k: int, max_rows: int = PCA_ROWS) -> to
     smallest (the wrong end of an ascending list); this takes the largest. With N > max_rows the
     covariance is estimated from max_rows examples picked by a fixed-seed permutation: deterministic,
     unbiased, and for dSprites (737,280 images of 4,096 pixels) 74 times cheaper than the full
-    product, while the top eigenvalues of a 10,000-image estimate are within about a percent. The
+    product; a top eigenvalue from 10,000 examples has a relative standard error of about
+    sqrt(2 / 10,000) = 1.4% for Gaussian-like data, far below what the prior's log-variances need. The
     covariance (or, when there are fewer rows than pixels, the Gram matrix, which has the same non-zero
     eigenvalues) is accumulated in float64 chunk by chunk on x's device. Eigenvalues that round to
     zero or below are raised to 1e-12 of the largest so that their logarithm stays finite.
