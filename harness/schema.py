@@ -7,6 +7,7 @@ that validation messages, CLI help and defaults all come from one place.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,11 +85,11 @@ def positive_int(default: int, help: str = "") -> Param:
 
 
 def non_negative(default: float, help: str = "") -> Param:
-    return Param(float, default, help, lambda v: v >= 0 and v == v, ">= 0")
+    return Param(float, default, help, lambda v: 0 <= v < math.inf, ">= 0 and finite")
 
 
 def positive(default: float, help: str = "") -> Param:
-    return Param(float, default, help, lambda v: v > 0, "> 0")
+    return Param(float, default, help, lambda v: 0 < v < math.inf, "> 0 and finite")
 
 
 def unit_interval_open(default: float, help: str = "") -> Param:

@@ -12,11 +12,13 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributions import Distribution
 
 from harness.datasets.base import Dataset
 from harness.metrics.hoyer import hoyer
@@ -80,6 +82,22 @@ class _Member:
     gens: dict[str, torch.Generator]
     result: JobResult
     alive: bool = True
+
+
+@contextmanager
+def _no_distribution_checks():
+    """A diverged member's NaNs must not trip torch.distributions' argument checks for the whole pack."""
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
+
+
+def _one_line(exc: Exception, limit: int = 500) -> str:
+    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _peak_memory(device: torch.device) -> int:
@@ -154,64 +172,14 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
         progress(Progress("start", m.job.job_id, 0, m.job.epochs))
     epoch = 0
     try:
-        first = jobs[0]
-        model = build_model(jobs, data, device)
-        divergence = DIVERGENCES[first.divergence]
-        like = torch.zeros((), device=device, dtype=getattr(torch, first.dtype))
-        alpha = torch.tensor([j.alpha for j in jobs], device=device, dtype=like.dtype)
-        beta = torch.tensor([j.beta for j in jobs], device=device, dtype=like.dtype)
-        optimiser = torch.optim.Adam(model.parameters(), lr=first.lr, betas=(0.9, 0.999), amsgrad=True)
-        batch, latent = first.batch_size, first.latent_dim
-        if len(data.train_x) < batch:
-            raise ValueError(f"batch_size {batch} is larger than the training set ({len(data.train_x)} examples)")
-        for epoch in range(1, first.epochs + 1):
-            model.train()
-            tick = time.perf_counter()
-            sums = torch.zeros(4, len(jobs), device=device, dtype=like.dtype)  # loss, recon, kl, reg
-            steps = 0
-            alive = torch.tensor([m.alive for m in members], device=device)
-            for x in _batches(data, members, batch, device):
-                eps = _noise(members, "noise", batch, latent, like)
-                prior_z = (model.prior.sample_members([m.gens["prior"] for m in members], batch)
-                           if first.divergence != "none" else eps)
-                terms = objective(model, x, model(x, eps), prior_z, alpha, beta, divergence)
-                total = torch.where(alive, terms.loss, torch.zeros_like(terms.loss)).sum()
-                optimiser.zero_grad(set_to_none=True)
-                total.backward()
-                optimiser.step()
-                sums += torch.stack([terms.loss.detach() / batch, terms.recon.detach(), terms.kl.detach(),
-                                     terms.reg.detach()])
-                steps += 1
-            means = (sums / steps).tolist()  # synchronises: the timing below is honest on a GPU too
-            seconds = time.perf_counter() - tick
-            for g, m in enumerate(members):
-                if not m.alive:
-                    continue
-                record = {"epoch": epoch, "loss": means[0][g], "recon": means[1][g], "kl": means[2][g],
-                          "reg": means[3][g], "seconds": seconds, "samples_per_second": steps * batch / seconds}
-                m.result.epochs.append(record)
-                if not all(math.isfinite(record[k]) for k in ("loss", "recon", "kl", "reg")):
-                    m.alive = False
-                    m.result.status, m.result.failed_epoch = "diverged", epoch
-                    m.result.error = f"loss became {record['loss']} in epoch {epoch}"
-                    progress(Progress("end", m.job.job_id, epoch, m.job.epochs, record["loss"], "diverged"))
-                else:
-                    progress(Progress("epoch", m.job.job_id, epoch, m.job.epochs, record["loss"]))
-            if not any(m.alive for m in members):
-                break
-        living = [g for g, m in enumerate(members) if m.alive]
-        if living:
-            evaluate(model, members, data, device)
-            for g in living:
-                members[g].result.status = "done"
-                if checkpoint_dir is not None:
-                    members[g].result.artifacts.extend(save_checkpoint(model, g, members[g].job,
-                                                                       checkpoint_dir(members[g].job.job_id)))
+        with _no_distribution_checks():
+            epoch = _train_and_evaluate(pack, members, data, device, progress, checkpoint_dir)
     except Exception as exc:  # one pack's failure is recorded, never raised into the sweep
         for m in members:
             if m.result.status == "running":
-                m.result.status, m.result.failed_epoch = "failed", epoch
-                m.result.error = f"{type(exc).__name__}: {exc}"
+                m.result.status, m.result.failed_epoch = "failed", m.result.epochs[-1]["epoch"] if m.result.epochs \
+                    else 0
+                m.result.error = _one_line(exc)
     finished = time.time()
     peak = _peak_memory(device)
     for m in members:
@@ -219,6 +187,67 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
         if m.result.status != "diverged":
             progress(Progress("end", m.job.job_id, epoch, m.job.epochs, status=m.result.status))
     return [m.result for m in members]
+
+
+def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, device: torch.device,
+                        progress: Callable[[Progress], None], checkpoint_dir) -> int:
+    """The loop of train_pack; returns the last epoch it reached."""
+    jobs = pack.jobs
+    epoch = 0
+    first = jobs[0]
+    model = build_model(jobs, data, device)
+    divergence = DIVERGENCES[first.divergence]
+    like = torch.zeros((), device=device, dtype=getattr(torch, first.dtype))
+    alpha = torch.tensor([j.alpha for j in jobs], device=device, dtype=like.dtype)
+    beta = torch.tensor([j.beta for j in jobs], device=device, dtype=like.dtype)
+    optimiser = torch.optim.Adam(model.parameters(), lr=first.lr, betas=(0.9, 0.999), amsgrad=True)
+    batch, latent = first.batch_size, first.latent_dim
+    if len(data.train_x) < batch:
+        raise ValueError(f"batch_size {batch} is larger than the training set ({len(data.train_x)} examples)")
+    for epoch in range(1, first.epochs + 1):
+        model.train()
+        tick = time.perf_counter()
+        sums = torch.zeros(4, len(jobs), device=device, dtype=like.dtype)  # loss, recon, kl, reg
+        steps = 0
+        alive = torch.tensor([m.alive for m in members], device=device)
+        for x in _batches(data, members, batch, device):
+            eps = _noise(members, "noise", batch, latent, like)
+            prior_z = (model.prior.sample_members([m.gens["prior"] for m in members], batch)
+                       if first.divergence != "none" else eps)
+            terms = objective(model, x, model(x, eps), prior_z, alpha, beta, divergence)
+            total = torch.where(alive, terms.loss, torch.zeros_like(terms.loss)).sum()
+            optimiser.zero_grad(set_to_none=True)
+            total.backward()
+            optimiser.step()
+            sums += torch.stack([terms.loss.detach() / batch, terms.recon.detach(), terms.kl.detach(),
+                                 terms.reg.detach()])
+            steps += 1
+        means = (sums / steps).tolist()  # synchronises: the timing below is honest on a GPU too
+        seconds = time.perf_counter() - tick
+        for g, m in enumerate(members):
+            if not m.alive:
+                continue
+            record = {"epoch": epoch, "loss": means[0][g], "recon": means[1][g], "kl": means[2][g],
+                      "reg": means[3][g], "seconds": seconds, "samples_per_second": steps * batch / seconds}
+            m.result.epochs.append(record)
+            if not all(math.isfinite(record[k]) for k in ("loss", "recon", "kl", "reg")):
+                m.alive = False
+                m.result.status, m.result.failed_epoch = "diverged", epoch
+                m.result.error = f"loss became {record['loss']} in epoch {epoch}"
+                progress(Progress("end", m.job.job_id, epoch, m.job.epochs, record["loss"], "diverged"))
+            else:
+                progress(Progress("epoch", m.job.job_id, epoch, m.job.epochs, record["loss"]))
+        if not any(m.alive for m in members):
+            break
+    living = [g for g, m in enumerate(members) if m.alive]
+    if living:
+        evaluate(model, members, data, device)
+        for g in living:
+            members[g].result.status = "done"
+            if checkpoint_dir is not None:
+                members[g].result.artifacts.extend(save_checkpoint(model, g, members[g].job,
+                                                                   checkpoint_dir(members[g].job.job_id)))
+    return epoch
 
 
 @torch.no_grad()

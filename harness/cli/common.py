@@ -8,7 +8,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-console = Console()
+console = Console(soft_wrap=True)
 errors = Console(stderr=True)
 
 DEFAULT_STORE = Path("runs/harness.duckdb")

@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= runs/harness.duckdb
+
+.PHONY: demo test lint bench data clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# runtime install (torch comes from pyproject's dependencies)
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST: found where it is (data root, Debian's package, cache), else Debian's package when
+# we may install it, else torchvision's download.
+data: $(VENV)/.installed
+	@$(BIN)/harness data fetch fashion_mnist || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist && $(BIN)/harness data fetch fashion_mnist; \
+	  else exit 1; fi; }
+
+demo: data
+	$(BIN)/harness sweep run sweeps/quickstart.toml --store $(STORE)
+	$(BIN)/harness report figures --store $(STORE) --out reports
+	$(BIN)/harness db query "SELECT alpha, gamma, round(hoyer, 3) AS hoyer, round(elbo, 1) AS elbo FROM runs WHERE sweep = 'quickstart' ORDER BY ALL" --store $(STORE)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check harness tests
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-enable -q
+
+clean:
+	rm -rf $(VENV) runs reports .pytest_cache .benchmarks

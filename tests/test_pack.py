@@ -1,0 +1,113 @@
+"""Packed training: a job's numbers do not depend on its pack; the same job twice gives the same bits."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from harness.datasets.base import Dataset
+from harness.schema import Options
+from harness.spec import JobSpec, Pack
+from harness.train import member_state, train_pack
+
+
+def synthetic_images(n_train: int, n_test: int, seed: int = 0) -> Dataset:
+    """Blurry random 32x32 images with 10 labels: enough structure for losses to move."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(n):
+        low = torch.rand(n, 1, 8, 8, generator=gen, dtype=torch.float64)
+        x = torch.nn.functional.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)
+        return x.clamp(1e-6, 1 - 1e-6), torch.randint(0, 10, (n,), generator=gen)
+
+    train_x, train_y = draw(n_train)
+    test_x, test_y = draw(n_test)
+    return Dataset("synthetic", train_x, train_y, test_x, test_y, tuple(str(i) for i in range(10)))
+
+
+def job(alpha: float, beta: float, gamma: float, seed: int, epochs: int = 20, batch: int = 40,
+        dtype: str = "float64") -> JobSpec:
+    return JobSpec(dataset=Options("synthetic"), arch="conv32", latent_dim=6,
+                   likelihood=Options("laplace", (("scale", 0.1),)),
+                   prior=Options("sparse", (("gamma", gamma), ("spike_scale", 0.05))),
+                   divergence="mmd_dim", alpha=alpha, beta=beta, epochs=epochs, batch_size=batch, lr=5e-4,
+                   seed=seed, dtype=dtype)
+
+
+JOBS = (job(0.0, 1.0, 0.0, 1), job(100.0, 0.5, 0.8, 2), job(1000.0, 5.0, 0.8, 3))
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return synthetic_images(40, 30)  # batch = training set: one step per epoch, so epochs are steps
+
+
+@pytest.fixture(scope="module")
+def packed(data):
+    return train_pack(Pack(JOBS), data, "cpu")
+
+
+def test_members_of_a_pack_match_the_same_jobs_alone_over_20_steps(data, packed):
+    for together, spec in zip(packed, JOBS, strict=True):
+        alone = train_pack(Pack((spec,)), data, "cpu")[0]
+        assert together.status == alone.status == "done"
+        assert len(together.epochs) == len(alone.epochs) == 20
+        for a, b in zip(together.epochs, alone.epochs, strict=True):
+            for term in ("loss", "recon", "kl", "reg"):
+                assert a[term] == pytest.approx(b[term], rel=1e-5, abs=1e-9), (spec.job_id, a["epoch"], term)
+        mine = {m["name"]: m["value"] for m in together.metrics}
+        theirs = {m["name"]: m["value"] for m in alone.metrics}
+        assert mine.keys() == theirs.keys()
+        for name in mine:
+            assert mine[name] == pytest.approx(theirs[name], rel=1e-5, abs=1e-9), name
+
+
+def test_losses_move_and_members_differ(packed):
+    first, last = packed[0].epochs[0]["loss"], packed[0].epochs[-1]["loss"]
+    assert last < first  # training does something
+    assert len({round(r.epochs[-1]["loss"], 6) for r in packed}) == 3
+
+
+def test_same_job_twice_gives_bit_identical_numbers(data):
+    spec = replace(JOBS[1], dtype="float32", epochs=3)
+    one = train_pack(Pack((spec,)), data.__class__(**{**data.__dict__, "train_x": data.train_x.float(),
+                                                     "test_x": data.test_x.float()}), "cpu")[0]
+    two = train_pack(Pack((spec,)), data.__class__(**{**data.__dict__, "train_x": data.train_x.float(),
+                                                     "test_x": data.test_x.float()}), "cpu")[0]
+    assert one.status == "done"
+    strip = [{k: v for k, v in e.items() if k not in ("seconds", "samples_per_second")} for e in one.epochs]
+    assert strip == [{k: v for k, v in e.items() if k not in ("seconds", "samples_per_second")} for e in two.epochs]
+    assert one.metrics == two.metrics
+    assert one.latent_stats == two.latent_stats
+
+
+def test_member_checkpoint_loads_into_a_one_member_model(data, tmp_path):
+    from safetensors.torch import load_file
+
+    from harness.train import build_model
+
+    results = train_pack(Pack(JOBS[:2]), data, "cpu", checkpoint_dir=lambda job_id: tmp_path / job_id)
+    weights = [a["path"] for a in results[1].artifacts if a["kind"] == "weights"][0]
+    state = load_file(weights)
+    single = build_model((JOBS[1],), data, torch.device("cpu"))
+    single.load_state_dict(state)  # same keys and shapes as a one-member model
+    assert (tmp_path / JOBS[1].job_id / "spec.json").read_text().strip() == JOBS[1].canonical_json()
+    assert set(member_state(single, 0)) == set(state)
+
+
+def test_a_diverging_member_is_recorded_and_the_others_are_untouched(data, packed):
+    bad = replace(JOBS[0], alpha=float("inf"), seed=9)  # the loss is inf from the first step (validation
+    results = train_pack(Pack((JOBS[1], bad)), data, "cpu")  # refuses this in sweep files; here it is a probe)
+    assert results[1].status == "diverged" and results[1].failed_epoch == 1
+    assert "loss became inf" in results[1].error
+    assert results[0].status == "done"
+    for a, b in zip(results[0].epochs, packed[1].epochs, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_an_exception_fails_the_pack_without_raising(data):
+    too_big = replace(JOBS[0], batch_size=1000)
+    [result] = train_pack(Pack((too_big,)), data, "cpu")
+    assert result.status == "failed" and "larger than the training set" in result.error

@@ -1,0 +1,72 @@
+"""A real SIGKILL in the middle of a sweep loses at most the jobs in flight; the same command finishes
+the rest without duplicates. Ctrl-C stops cleanly. Real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.db.store import run_query
+
+pytestmark = [pytest.mark.usefixtures("fashion_mnist_present"), pytest.mark.slow]
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
+
+def start(sweep: Path, store: Path) -> subprocess.Popen:
+    return subprocess.Popen([*HARNESS, "sweep", "run", str(sweep), "--store", str(store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for_shards(store: Path, count: int, process: subprocess.Popen, timeout: float = 240) -> list[Path]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        shards = sorted((store.parent / "jobs").glob("*/result.json"))
+        if len(shards) >= count:
+            return shards
+        if process.poll() is not None:
+            pytest.fail(f"the sweep ended early: {process.stdout.read()}")
+        time.sleep(0.1)
+    pytest.fail("no job finished in time")
+
+
+def test_sigkill_then_rerun_completes_without_duplicates(tiny_sweep, tmp_path):
+    sweep = tiny_sweep(name="killed", seeds="[1, 2]", epochs=3)  # 8 jobs
+    store = tmp_path / "store" / "harness.duckdb"
+    process = start(sweep, store)
+    finished_before = wait_for_shards(store, 2, process)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and its worker, mid-sweep
+    process.wait(timeout=30)
+    kept = {p.parent.name: p.stat().st_mtime_ns for p in finished_before}
+
+    rerun = subprocess.run([*HARNESS, "sweep", "run", str(sweep), "--store", str(store)], capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{len(kept)} already in the store" in rerun.stdout or "already in the store" in rerun.stdout
+    _, rows = run_query(store, "SELECT count(*), count(DISTINCT job_id), count(*) FILTER (WHERE status = 'done') "
+                               "FROM jobs")
+    assert rows == [(8, 8, 8)]
+    _, epochs = run_query(store, "SELECT count(*), count(DISTINCT (job_id, epoch)) FROM epochs")
+    assert epochs == [(24, 24)]
+    for job_id, mtime in kept.items():  # finished before the kill: not run again
+        assert (store.parent / "jobs" / job_id / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tiny_sweep, tmp_path):
+    sweep = tiny_sweep(name="interrupted", seeds="[1, 2]", epochs=3)
+    store = tmp_path / "store" / "harness.duckdb"
+    process = start(sweep, store)
+    wait_for_shards(store, 1, process)
+    time.sleep(0.5)  # let the driver ingest the first pack
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "interrupted:" in output and "run the same command to continue" in output
+    _, rows = run_query(store, "SELECT count(*) FROM jobs WHERE status = 'done'")
+    assert 1 <= rows[0][0] < 8
