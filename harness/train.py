@@ -2,8 +2,8 @@
 
 Every job in a pack keeps its own random streams, derived from its seed and the stream's name:
 `init` (weights), `data` (minibatch order), `noise` (reparameterisation), `prior` (prior samples for
-D), `eval` (test-time noise). The pack's members never share a random draw, so a job's numbers do
-not depend on which pack it ran in, up to floating-point reordering.
+D), `eval` (test-time noise), `iwae` (importance samples). The pack's members never share a random
+draw, so a job's numbers do not depend on which pack it ran in, up to floating-point reordering.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch.distributions import Distribution
 
 from harness.datasets.base import Dataset
 from harness.metrics.hoyer import hoyer
+from harness.metrics.iwae import iwae_log_px
 from harness.metrics.magnitudes import class_magnitudes
 from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import build_likelihood
@@ -29,7 +30,7 @@ from harness.models.priors import build_prior
 from harness.models.vae import PackedVAE, objective
 from harness.spec import JobSpec, Pack
 
-STREAMS = ("init", "data", "noise", "prior", "eval")
+STREAMS = ("init", "data", "noise", "prior", "eval", "iwae")
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -289,6 +290,11 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
     sparsity = hoyer(loc).tolist()
     sparsity_raw = hoyer(loc, normalise=False).tolist()
     magnitudes = class_magnitudes(loc, data.test_y, len(data.class_names)).tolist()
+    iwae = None
+    if first.iwae_k > 0:  # the same for the whole pack: iwae_k is part of the pack key
+        x = data.test_x.unsqueeze(0).expand(groups, *data.test_x.shape)
+        iwae = iwae_log_px(model, x, first.iwae_k, [m.gens["iwae"] for m in members],
+                           batch_size=min(100, n), k_chunk=min(100, first.iwae_k)).mean(1).tolist()
     for g, m in enumerate(members):
         if not m.alive:
             continue
@@ -296,6 +302,8 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
         values = {"recon": means[0][g], "kl": means[1][g], "elbo": means[2][g], "recon_mse": means[3][g],
                   "reg": regs[g], "hoyer": sparsity[g], "hoyer_raw": sparsity_raw[g]}
         values["loss"] = -(values["recon"] - job.beta * values["kl"]) + job.alpha * job.batch_size * values["reg"]
+        if iwae is not None:
+            values["iwae"] = iwae[g]
         m.result.metrics = [{"split": "test", "name": k, "value": float(v)} for k, v in values.items()]
         if m.result.epochs:
             last = m.result.epochs[-1]

@@ -88,23 +88,32 @@ class Store:
         with self.connect() as con:
             _register(con, name, path, description, toml, job_ids)
 
+    @contextmanager
+    def reader(self):
+        """A read-only connection: never blocks a reader on another reader."""
+        con = open_read_only(self.path)
+        try:
+            yield con
+        finally:
+            con.close()
+
     def statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
         ids = list(job_ids)
         if not ids or not self.path.exists():
             return {}
-        with self.connect() as con:
+        with self.reader() as con:
             rows = con.execute("SELECT job_id, status FROM jobs WHERE list_contains(?, job_id)", [ids]).fetchall()
         return dict(rows)
 
     def errors(self, job_ids: Iterable[str]) -> list[tuple[str, str]]:
         """(job_id, error) of the failed or diverged jobs among `job_ids`."""
-        with self.connect() as con:
+        with self.reader() as con:
             return con.execute("""SELECT job_id, error FROM jobs WHERE list_contains(?, job_id)
                                   AND status IN ('failed', 'diverged') ORDER BY job_id""", [list(job_ids)]).fetchall()
 
     def sweep_counts(self) -> list[tuple[str, str, int, int, int, int, int]]:
         """(sweep, description, total, done, failed, diverged, pending) for every sweep in the store."""
-        with self.connect() as con:
+        with self.reader() as con:
             return con.execute("""
                 SELECT s.name, s.description, count(sj.job_id) AS total,
                     count(*) FILTER (WHERE j.status = 'done') AS done,
