@@ -247,9 +247,15 @@ def _expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, st
         raise SpecError("jobs", "must be an array of tables ([[jobs]])")
 
     def merged(overrides: dict[str, Any], label: str) -> tuple[str, dict, dict]:
+        # naming another registry entry (e.g. prior.name = "normal" over a sparse base) drops the
+        # base's options for the old entry: they belong to it, not to the new one
+        renamed = {key.rsplit(".", 1)[0] for key, value in overrides.items()
+                   if key.endswith(".name") and value != base_flat.get(key, base_flat.get(key.rsplit(".", 1)[0]))}
         job: dict[str, Any] = {}
         origin = {}
         for key, value in base_flat.items():
+            if any(key == head or key.startswith(f"{head}.") for head in renamed):
+                continue
             _set_path(job, key, value, registries)
             origin[key] = "base"
         for key, value in overrides.items():

@@ -137,3 +137,22 @@ def test_packs_group_compatible_jobs_only():
     other = replace(jobs[0], lr=1e-3)
     mixed = plan_packs([jobs[0], other, jobs[1]], 8)
     assert sorted(len(p.jobs) for p in mixed) == [1, 2]
+
+
+def test_naming_another_entry_in_a_job_drops_the_base_entrys_options(tmp_path):
+    body = BASE.format(prior='{ name = "sparse", gamma = 0.8 }') + """
+[[jobs]]
+alpha = 1
+
+[[jobs]]
+prior = { name = "student_t", df = 5 }
+
+[[jobs]]
+"prior.name" = "normal"
+"""
+    jobs = load_sweep(_write(tmp_path, body)).jobs
+    assert [j.prior.to_dict() for j in jobs] == [
+        {"name": "sparse", "gamma": 0.8, "spike_scale": 0.05},
+        {"name": "student_t", "df": 5.0},
+        {"name": "normal", "scale": 1.0},
+    ]
