@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.datasets import sources
-from harness.datasets.base import DataCorrupt, Dataset, DataUnavailable
-from harness.datasets.idx import parse_idx
+from harness.datasets.base import Dataset, DataUnavailable
+from harness.datasets.idx import read_idx_dir
 from harness.schema import Options
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -67,17 +67,7 @@ def fetch(root: Path | None) -> str:
 
 def read_arrays(directory: Path) -> dict[str, np.ndarray]:
     """The four arrays, each checked against its published md5."""
-    arrays = {}
-    for stem, md5 in FILES.items():
-        path = sources.find_file(directory, stem)
-        if path is None:
-            raise DataUnavailable(HOW_TO_GET)
-        data = sources.read_maybe_gz(path)
-        if sources.md5_of(data) != md5:
-            raise DataCorrupt(f"{path}: md5 of the unzipped file is not {md5}; the file is damaged or not "
-                              "Fashion-MNIST. Delete it and fetch again.")
-        arrays[stem] = parse_idx(data, str(path))
-    return arrays
+    return read_idx_dir(directory, FILES, "Fashion-MNIST", HOW_TO_GET)
 
 
 def images_to_tensor(images: np.ndarray, size: int, device, dtype) -> torch.Tensor:

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.datasets import sources
+from harness.datasets import idx, sources
 from harness.datasets.base import DataCorrupt, Dataset, DataUnavailable
-from harness.datasets.idx import parse_idx
 from harness.schema import Options
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
@@ -143,16 +142,7 @@ def check_md5(arrays: ImageArrays, where: str) -> None:
 
 def read_idx_dir(directory: Path) -> ImageArrays:
     """The four IDX files of `directory`, each checked against its published md5."""
-    arrays = {}
-    for stem, md5 in IDX_MD5.items():
-        path = sources.find_file(directory, stem)
-        if path is None:
-            raise DataUnavailable(HOW_TO_GET)
-        data = sources.read_maybe_gz(path)
-        if sources.md5_of(data) != md5:
-            raise DataCorrupt(f"{path}: md5 of the unzipped file is not {md5}; the file is damaged or not "
-                              "MNIST. Delete it and fetch again.")
-        arrays[stem] = parse_idx(data, str(path))
+    arrays = idx.read_idx_dir(directory, IDX_MD5, "MNIST", HOW_TO_GET)
     return ImageArrays(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"],
                        arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
 
