@@ -129,7 +129,7 @@ class Sweep:
     origins: tuple[str, ...] = ()  # per job: "grid" or "jobs[i]"
 
 
-def _set_path(target: dict, path: str, value: Any, registries) -> None:
+def _set_path(target: dict, path: str, value: Any) -> None:
     """Assign `value` at dotted `path`, turning a registry name into a table where a sub-key is set."""
     head, _, rest = path.partition(".")
     if not rest:
@@ -141,7 +141,7 @@ def _set_path(target: dict, path: str, value: Any, registries) -> None:
     if not isinstance(current, dict):
         current = {}
     target[head] = current
-    _set_path(current, rest, value, registries)
+    _set_path(current, rest, value)
 
 
 def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
@@ -230,7 +230,6 @@ def _sweep_header(doc: dict[str, Any], path: Path) -> tuple[str, str, tuple[int,
 
 def _expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
     """(origin label, merged job dict, leaf path -> section that set it) for every setting."""
-    registries = _registries()
     base = doc.get("base", {})
     if not isinstance(base, dict):
         raise SpecError("base", "must be a table of job fields")
@@ -256,10 +255,10 @@ def _expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, st
         for key, value in base_flat.items():
             if any(key == head or key.startswith(f"{head}.") for head in renamed):
                 continue
-            _set_path(job, key, value, registries)
+            _set_path(job, key, value)
             origin[key] = "base"
         for key, value in overrides.items():
-            _set_path(job, key, value, registries)
+            _set_path(job, key, value)
             origin[key] = label
         return label, job, origin
 

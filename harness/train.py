@@ -169,6 +169,8 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
     ]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        # same spec and seed, same numbers on the same machine: no autotuned, nondeterministic kernels
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     for m in members:
         progress(Progress("start", m.job.job_id, 0, m.job.epochs))
     epoch = 0

@@ -38,7 +38,7 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
     Example: harness db query "SELECT alpha, beta, gamma, avg(hoyer) AS hoyer FROM runs GROUP BY ALL ORDER BY ALL"
 
     Tables: runs (one row per job with its test metrics), jobs, epochs, metrics, latent_stats,
-    artifacts, sweeps, sweep_jobs, benchmarks.
+    artifacts, sweeps, sweep_jobs, schema_migrations.
     """
     import polars as pl
 

@@ -38,9 +38,11 @@ def _pack_size(requested: int | None, devices: list[str]) -> int:
 
 
 def _statuses(store: Store, sweep: Sweep) -> dict[str, str]:
-    """Statuses from the database, or, for jobs it lacks, from shards left by a killed run."""
-    statuses = store.statuses([j.job_id for j in sweep.jobs]) if store.path.exists() else {}
-    return statuses
+    """Statuses from the database, or, for jobs it lacks, from shards left by a killed run (the next
+    `sweep run` ingests those)."""
+    ids = [j.job_id for j in sweep.jobs]
+    statuses = store.statuses(ids)
+    return {**store.shard_statuses([i for i in ids if i not in statuses]), **statuses}
 
 
 def _short(value) -> str:

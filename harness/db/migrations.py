@@ -42,8 +42,6 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             job_id VARCHAR, split VARCHAR, class_index INTEGER, class_name VARCHAR, dim INTEGER,
             mean_abs_loc DOUBLE, PRIMARY KEY (job_id, split, class_index, dim))""",
         """CREATE TABLE artifacts (job_id VARCHAR, kind VARCHAR, path VARCHAR, PRIMARY KEY (job_id, kind))""",
-        """CREATE TABLE benchmarks (
-            suite VARCHAR, name VARCHAR, stats JSON, machine JSON, git_commit VARCHAR, recorded TIMESTAMP)""",
         _runs_view(),
     ]),
 ]

@@ -130,6 +130,15 @@ class Store:
         atomic_write_json(path, result)
         return path
 
+    def shard_statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """The status written in each existing shard, read without touching the database."""
+        found = {}
+        for job_id in job_ids:
+            path = self.shard_path(job_id)
+            if path.exists():
+                found[job_id] = json.loads(path.read_text())["status"]
+        return found
+
     def ingest_shards(self, job_ids: Iterable[str]) -> int:
         """Ingest the shards that exist for `job_ids`; returns how many."""
         shards = [self.shard_path(j) for j in job_ids]

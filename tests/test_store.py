@@ -1,0 +1,72 @@
+"""The store: numbered migrations recorded in the database, idempotent ingest, shard statuses."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+from harness.db.migrations import MIGRATIONS
+from harness.db.store import Store, ingest_result
+from harness.schema import Options
+from harness.spec import JobSpec
+
+
+def a_result(job_id_seed: int = 1, status: str = "done") -> dict:
+    spec = JobSpec(dataset=Options("fashion_mnist", (("size", 32), ("subset", 0), ("subset_mode", "first"),
+                                                     ("test_subset", 0))),
+                   arch="conv32", latent_dim=4, likelihood=Options("laplace", (("scale", 0.1),)),
+                   prior=Options("sparse", (("gamma", 0.8), ("spike_scale", 0.05))), divergence="mmd_dim",
+                   alpha=10.0, beta=1.0, epochs=2, batch_size=10, lr=1e-3, seed=job_id_seed)
+    return {"job_id": spec.job_id, "spec": spec.to_dict(), "status": status, "sweep": "s",
+            "epochs": [{"epoch": e, "loss": 1.0 / e, "recon": 2.0, "kl": 3.0, "reg": 0.1, "seconds": 1.0,
+                        "samples_per_second": 10.0} for e in (1, 2)],
+            "metrics": [{"split": "test", "name": "hoyer", "value": 0.5}],
+            "latent_stats": [{"split": "test", "class_index": 1, "class_name": "Trouser", "dim": 0,
+                              "mean_abs_loc": 0.7}],
+            "artifacts": [], "started": 1.0, "finished": 2.0, "wall_seconds": 1.0}
+
+
+def test_migrations_are_numbered_and_recorded_once(tmp_path):
+    store = Store(tmp_path / "h.duckdb")
+    with store.connect():
+        pass
+    with store.connect() as con:  # a second open applies nothing new
+        rows = con.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+    assert [r[0] for r in rows] == [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_ingesting_a_shard_twice_changes_nothing(tmp_path):
+    store = Store(tmp_path / "h.duckdb")
+    result = a_result()
+    with store.connect() as con:
+        ingest_result(con, result)
+        ingest_result(con, result)
+        counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("jobs", "epochs", "metrics", "latent_stats")]
+        row = con.execute("SELECT alpha, gamma, seed, hoyer FROM runs").fetchall()
+    assert counts == [1, 2, 1, 1]
+    assert row == [(10.0, 0.8, 1, 0.5)]
+
+
+def test_a_failed_ingest_leaves_the_store_as_it_was(tmp_path):
+    store = Store(tmp_path / "h.duckdb")
+    good, bad = a_result(1), a_result(2)
+    bad["epochs"] = [{"epoch": 1}]  # missing fields: the insert fails half-way
+    with store.connect() as con:
+        ingest_result(con, good)
+        try:
+            ingest_result(con, bad)
+        except (KeyError, duckdb.Error):
+            pass
+        jobs = con.execute("SELECT job_id FROM jobs").fetchall()
+    assert jobs == [(good["job_id"],)]
+
+
+def test_shard_statuses_are_read_without_the_database(tmp_path):
+    store = Store(tmp_path / "h.duckdb")
+    result = a_result(status="diverged")
+    store.write_shard(result)
+    assert json.loads(store.shard_path(result["job_id"]).read_text())["status"] == "diverged"
+    assert store.shard_statuses([result["job_id"], "missing"]) == {result["job_id"]: "diverged"}
+    assert not store.path.exists()
