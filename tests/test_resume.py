@@ -70,3 +70,33 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tiny_sweep, tmp_path):
     assert "interrupted:" in output and "run the same command to continue" in output
     _, rows = run_query(store, "SELECT count(*) FROM jobs WHERE status = 'done'")
     assert 1 <= rows[0][0] < 8
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        found += [int(p) for p in text.split()]
+    return found
+
+
+def test_a_worker_that_dies_fails_its_jobs_and_the_sweep_goes_on(tiny_sweep, tmp_path):
+    sweep = tiny_sweep(name="crash", seeds="[1]", epochs=3)  # 4 jobs
+    store = tmp_path / "store" / "harness.duckdb"
+    process = start(sweep, store)
+    wait_for_shards(store, 1, process)
+    deadline = time.time() + 60
+    workers = []
+    while not workers and time.time() < deadline:  # the multiprocessing resource tracker is a child too
+        workers = [p for p in children(process.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()
+                   and "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
+        time.sleep(0.05)
+    assert workers, "no worker process found"
+    os.kill(workers[0], signal.SIGKILL)  # like a segfault or the OOM killer
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1, output  # some jobs failed
+    _, rows = run_query(store, "SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status")
+    counts = dict(rows)
+    assert counts.get("failed", 0) >= 1 and sum(counts.values()) == 4
+    _, errors = run_query(store, "SELECT DISTINCT error FROM jobs WHERE status = 'failed'")
+    assert all("worker process on cpu died (exit code -9)" in e for (e,) in errors)
