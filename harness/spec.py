@@ -126,7 +126,6 @@ class Sweep:
     path: str
     seeds: tuple[int, ...]
     jobs: tuple[JobSpec, ...] = field(default_factory=tuple)
-    origins: tuple[str, ...] = ()  # per job: "grid" or "jobs[i]"
 
 
 def _set_path(target: dict, path: str, value: Any) -> None:
@@ -228,8 +227,8 @@ def _sweep_header(doc: dict[str, Any], path: Path) -> tuple[str, str, tuple[int,
     return name, description, tuple(seeds)
 
 
-def _expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
-    """(origin label, merged job dict, leaf path -> section that set it) for every setting."""
+def _expand(doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """(merged job dict, leaf path -> section that set it: 'base', 'grid' or 'jobs[i]') per setting."""
     base = doc.get("base", {})
     if not isinstance(base, dict):
         raise SpecError("base", "must be a table of job fields")
@@ -245,7 +244,7 @@ def _expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, st
     if not isinstance(explicit, list) or not all(isinstance(j, dict) for j in explicit):
         raise SpecError("jobs", "must be an array of tables ([[jobs]])")
 
-    def merged(overrides: dict[str, Any], label: str) -> tuple[str, dict, dict]:
+    def merged(overrides: dict[str, Any], label: str) -> tuple[dict, dict]:
         # naming another registry entry (e.g. prior.name = "normal" over a sparse base) drops the
         # base's options for the old entry: they belong to it, not to the new one
         renamed = {key.rsplit(".", 1)[0] for key, value in overrides.items()
@@ -260,7 +259,7 @@ def _expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, st
         for key, value in overrides.items():
             _set_path(job, key, value)
             origin[key] = label
-        return label, job, origin
+        return job, origin
 
     settings = []
     if grid_flat or not explicit:
@@ -295,8 +294,8 @@ def load_sweep(path: str | Path) -> Sweep:
             if key not in SECTIONS:
                 raise unknown_key(key, key, SECTIONS)
         name, description, seeds = _sweep_header(doc, path)
-        jobs, origins, seen = [], [], set()
-        for label, raw, origin in _expand(doc):
+        jobs, seen = [], set()
+        for raw, origin in _expand(doc):
             try:
                 template = validate_job(raw, seed=seeds[0])
             except SpecError as error:
@@ -306,10 +305,9 @@ def load_sweep(path: str | Path) -> Sweep:
                 if job.job_id not in seen:
                     seen.add(job.job_id)
                     jobs.append(job)
-                    origins.append(label)
     except SpecError as error:
         raise error.with_source(source) from None
-    return Sweep(name, description, source, seeds, tuple(jobs), tuple(origins))
+    return Sweep(name, description, source, seeds, tuple(jobs))
 
 
 @dataclass(frozen=True)

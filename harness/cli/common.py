@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)
@@ -15,13 +16,15 @@ DEFAULT_STORE = Path("runs/harness.duckdb")
 
 StoreOption = Annotated[Path, typer.Option("--store", envvar="HARNESS_STORE",
                                            help="DuckDB store; shards and checkpoints live beside it.")]
-DataRootOption = Annotated[
-    Path | None, typer.Option("--data-root", envvar="HARNESS_DATA", help="Directory searched first for datasets.")]
+DataRootOption = Annotated[Path | None, typer.Option(
+    "--data-root", envvar="HARNESS_DATA", help="Directory searched first for datasets (derived files go to "
+    "DIR/cache, else ~/.cache/harness/cache).", show_default=False)]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line to stderr and exit with `code` (2: bad input, 1: anything else)."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(' '.join(str(message).split()))}", highlight=False,
+                 soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -15,10 +15,10 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.cli.common import DataRootOption, console, fail
 from harness.datasets import (
     DATASETS,
     DataCorrupt,
@@ -38,10 +38,6 @@ from harness.datasets import (
 from harness.schema import SpecError, closest, resolve_options
 
 app = typer.Typer(help="Find, fetch, check and look at the datasets.", no_args_is_help=True)
-
-DataRoot = Annotated[Path | None, typer.Option(
-    "--data-root", envvar="HARNESS_DATA", help="Directory holding the data files (default: none; derived "
-    "files go to ~/.cache/harness).", show_default=False)]
 
 SAMPLES = 64  # images in the `info` grid
 
@@ -71,21 +67,15 @@ class _Fail(Exception):
         self.code = code
 
 
-def _fail(message: str, code: int = 1) -> None:
-    """One line on stderr and the exit code; never a traceback."""
-    typer.echo("error: " + " ".join(str(message).split()), err=True)
-    raise typer.Exit(code)
-
-
 @contextmanager
 def _reported() -> Iterator[None]:
     """Turn the library's errors into one `error:` line and an exit code."""
     try:
         yield
     except _Fail as exc:
-        _fail(str(exc), exc.code)
+        fail(str(exc), exc.code)
     except (DataUnavailable, DataCorrupt, SpecError, OSError) as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
 
 
 def _root(data_root: Path | None) -> Path | None:
@@ -111,7 +101,7 @@ def _where(entry: DatasetEntry, root: Path | None) -> str | None:
 
 
 @app.command("list")
-def list_(data_root: DataRoot = None) -> None:
+def list_(data_root: DataRootOption = None) -> None:
     """List every dataset: what it is, its sizes and factors, and whether and where it is present.
 
     Example: harness data list --data-root ~/data
@@ -127,24 +117,24 @@ def list_(data_root: DataRoot = None) -> None:
             table.add_row(name, escape(entry.description), f"{entry.train_size:,} / {entry.test_size:,}",
                           "x".join(map(str, entry.example_shape)), _factors(entry),
                           "yes" if where else "no", escape(where or "-"))
-        Console().print(table)
+        console.print(table)
 
 
 @app.command()
 def fetch(name: Annotated[str, typer.Argument(help="Dataset name, as in `harness data list`.")],
-          data_root: DataRoot = None) -> None:
+          data_root: DataRootOption = None) -> None:
     """Get a dataset from the first source that works, and say which one.
 
     Example: harness data fetch mnist --data-root ~/data
     """
     with _reported():
         entry, root = _entry(name), _root(data_root)
-        Console().print(f"{name}: {escape(entry.fetch(root))}")
+        console.print(f"{name}: {escape(entry.fetch(root))}")
 
 
 @app.command()
 def verify(name: Annotated[str | None, typer.Argument(help="Dataset name; all present ones if left out.")] = None,
-           data_root: DataRoot = None) -> None:
+           data_root: DataRootOption = None) -> None:
     """Check the files of a dataset (or of every present one) against their published checksums.
 
     Example: harness data verify fashion_mnist --data-root ~/data
@@ -155,7 +145,7 @@ def verify(name: Annotated[str | None, typer.Argument(help="Dataset name; all pr
             _entry(name)
             check = VERIFIERS.get(name)
             line = f"ok: {check(root)}" if check is not None else "unchecked: no checksum known for this dataset"
-            Console().print(f"{name}: {escape(line)}")
+            console.print(f"{name}: {escape(line)}")
             return
         failed = []
         table = Table(title="verify")
@@ -165,7 +155,7 @@ def verify(name: Annotated[str | None, typer.Argument(help="Dataset name; all pr
             result, detail = _verify_one(dataset, entry, root)
             table.add_row(dataset, result, escape(detail))
             failed += [dataset] if result == "FAILED" else []
-        Console().print(table)
+        console.print(table)
         if failed:
             raise DataCorrupt(f"{len(failed)} dataset(s) failed verification: {', '.join(failed)}")
 
@@ -189,7 +179,7 @@ def _verify_one(name: str, entry: DatasetEntry, root: Path | None) -> tuple[str,
 def info(name: Annotated[str, typer.Argument(help="Dataset name, as in `harness data list`.")],
          out: Annotated[Path | None, typer.Option(help="PNG to write the sample grid to "
                                                           "(default: reports/data_NAME.png)")] = None,
-         data_root: DataRoot = None) -> None:
+         data_root: DataRootOption = None) -> None:
     """Show a dataset's classes and factors, and draw a grid of samples (a scatter plot for 2-D points).
 
     Example: harness data info shapes2d --out reports/shapes2d.png
@@ -199,7 +189,6 @@ def info(name: Annotated[str, typer.Argument(help="Dataset name, as in `harness 
         dataset = _sample(entry, root)
         path = out if out is not None else Path("reports") / f"data_{name}.png"
         write_sample_png(dataset, path)
-        console = Console()
         console.print(f"[bold]{name}[/bold]: {escape(entry.description)}")
         console.print(escape(f"source: {dataset.source}" + (f" ({dataset.note})" if dataset.note else "")))
         console.print(f"sizes: {entry.train_size:,} train / {entry.test_size:,} test; "
