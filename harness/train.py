@@ -303,7 +303,8 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
         job = m.job
         values = {"recon": means[0][g], "kl": means[1][g], "elbo": means[2][g], "recon_mse": means[3][g],
                   "reg": regs[g], "hoyer": sparsity[g], "hoyer_raw": sparsity_raw[g]}
-        values["loss"] = -(values["recon"] - job.beta * values["kl"]) + job.alpha * job.batch_size * values["reg"]
+        # per datapoint, like the training loss: the batch loss alpha * B * D_hat divided by B
+        values["loss"] = -(values["recon"] - job.beta * values["kl"]) + job.alpha * values["reg"]
         if iwae is not None:
             values["iwae"] = iwae[g]
         m.result.metrics = [{"split": "test", "name": k, "value": float(v)} for k, v in values.items()]

@@ -111,3 +111,14 @@ def test_an_exception_fails_the_pack_without_raising(data):
     too_big = replace(JOBS[0], batch_size=1000)
     [result] = train_pack(Pack((too_big,)), data, "cpu")
     assert result.status == "failed" and "larger than the training set" in result.error
+
+
+def test_recorded_loss_is_the_objective_per_datapoint(packed):
+    """loss = -recon + beta * KL + alpha * D_hat per datapoint, for every epoch and on the test set
+    (the batch loss alpha * B * D_hat, divided by B)."""
+    for result, spec in zip(packed, JOBS, strict=True):
+        test = {m["name"]: m["value"] for m in result.metrics if m["split"] == "test"}
+        for record in [*result.epochs, test]:
+            expected = -record["recon"] + spec.beta * record["kl"] + spec.alpha * record["reg"]
+            assert record["loss"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert test["elbo"] == pytest.approx(test["recon"] - test["kl"], rel=1e-12)
