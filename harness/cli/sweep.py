@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -21,6 +21,7 @@ SweepFile = Annotated[Path, typer.Argument(help="A sweep file (TOML), e.g. sweep
 PackOption = Annotated[int | None, typer.Option("--pack-size", min=1,
                                                 help="Most jobs trained as one grouped network "
                                                      "(default: 1 on the CPU, 8 on a GPU).")]
+Executor = Literal["local", "slurm"]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (every visible GPU, else the CPU), cuda or cpu.")]
 
 
@@ -93,18 +94,30 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
 def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: PackOption = None,
         device: DeviceOption = "auto", retry_failed: Annotated[bool, typer.Option(
             "--retry-failed", help="Run failed and diverged jobs again.")] = False,
-        data_root: DataRootOption = None) -> None:
+        data_root: DataRootOption = None,
+        executor: Annotated[Executor, typer.Option("--executor", help="local: this machine's GPUs or CPU; "
+                                                   "slurm: one job-array task per pack (submitit).")]
+        = "local",
+        slurm: Annotated[list[str] | None, typer.Option(
+            "--slurm", help="A submitit parameter as KEY=VALUE (repeatable), e.g. slurm_partition=gpu, "
+                            "timeout_min=240, gpus_per_node=1.")] = None,
+        slurm_cluster: Annotated[str | None, typer.Option(
+            "--slurm-cluster", help="submitit's cluster: slurm (the default where Slurm is installed) or "
+                                    "local (the same path on this machine, to try a sweep).")] = None) -> None:
     """Run every job of a sweep that the store does not have yet; finished jobs are skipped.
 
     Example: harness sweep run sweeps/quickstart.toml --store runs/harness.duckdb
 
+    On a cluster: harness sweep run sweeps/sparsity.toml --executor slurm --slurm slurm_partition=gpu
+    --slurm timeout_min=600 --slurm gpus_per_node=1
+
     Ctrl-C stops cleanly; run the same command again to continue where it stopped.
     """
-    from harness.executors.local import run_local, visible_devices
-
     sweep = _load(sweep_file)
     root = data_root_str(data_root)
     the_store = Store(store)
+    where, size, execute = _executor(executor, device, pack_size, slurm or [], slurm_cluster, the_store,
+                                     sweep.name, root)
     ids = [j.job_id for j in sweep.jobs]
     try:
         the_store.register_sweep(sweep.name, sweep.path, sweep.description, Path(sweep.path).read_text(), ids)
@@ -115,13 +128,9 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     rerun = {"failed", "diverged"} if retry_failed else set()
     todo = [j for j in sweep.jobs if statuses.get(j.job_id) is None or statuses[j.job_id] in rerun]
     skipped = len(sweep.jobs) - len(todo)
-    try:
-        devices = visible_devices(device)
-    except RuntimeError as exc:
-        fail(str(exc), 2)
-    packs = plan_packs(todo, _pack_size(pack_size, devices))
+    packs = plan_packs(todo, size)
     console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
-                  f"in {len(packs)} packs on {', '.join(devices)}")
+                  f"in {len(packs)} packs on {where}")
     if not todo:
         return
     started = time.time()
@@ -141,7 +150,7 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
 
     try:
         with progress:
-            for ended in run_local(packs, the_store, sweep.name, devices, root, on_event):
+            for ended in execute(packs, on_event):
                 progress.advance(overall, len(ended.job_ids))
     except KeyboardInterrupt:
         final = the_store.statuses(ids)
@@ -157,6 +166,30 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
         console.print(f"  {job_id}: {error}", highlight=False)
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def _executor(kind: str, device: str, pack_size: int | None, slurm: list[str], slurm_cluster: str | None,
+              store: Store, sweep: str, data_root: str | None):
+    """(where it runs, pack size, execute(packs, on_event) -> iterator of ended packs). Bad options end
+    here, with exit code 2, before the store is touched."""
+    from harness.executors.local import run_local, visible_devices
+    from harness.executors.slurm import parse_parameters, run_slurm, submitit_executor
+
+    if kind == "slurm":
+        try:
+            cluster = submitit_executor(store, sweep, parse_parameters(slurm), slurm_cluster)
+        except (ValueError, RuntimeError, NameError, TypeError) as exc:  # unknown parameter or cluster
+            fail(f"--slurm: {str(exc).splitlines()[0]}", 2)
+        return (f"submitit ({cluster.cluster})", pack_size or 8,
+                lambda packs, on_event: run_slurm(packs, store, sweep, data_root, cluster, on_event))
+    if slurm or slurm_cluster:
+        fail("--slurm and --slurm-cluster need --executor slurm", 2)
+    try:
+        devices = visible_devices(device)
+    except RuntimeError as exc:
+        fail(str(exc), 2)
+    return (", ".join(devices), _pack_size(pack_size, devices),
+            lambda packs, on_event: run_local(packs, store, sweep, devices, data_root, on_event))
 
 
 @app.command()
