@@ -6,8 +6,12 @@ STORE ?= runs/harness.duckdb
 
 .PHONY: demo test lint bench data clean
 
+# Debian ships venv separately (python3-venv); install it when we may
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    rm -rf $(VENV); apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else echo "error: $(PYTHON) -m venv failed; install python3-venv" >&2; exit 1; fi; }
 
 # runtime install (torch comes from pyproject's dependencies)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
