@@ -9,10 +9,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from harness.db.store import Store
-from harness.executors.worker import failed_results, run_context
+from harness.executors.worker import PackEnded, fail_missing, worker_main
 from harness.spec import Pack
 from harness.train import Progress
 
@@ -28,11 +27,6 @@ def visible_devices(choice: str = "auto") -> list[str]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
-@dataclass(frozen=True)
-class PackEnded:
-    job_ids: list[str]
-
-
 def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], data_root: str | None,
               on_progress: Callable[[Progress], None] = lambda event: None) -> Iterator[PackEnded]:
     """Run `packs` on `devices`; yields after each pack's shards are ingested. A worker that dies
@@ -44,8 +38,6 @@ def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], d
 
     def start(device: str):
         tasks = ctx.Queue()
-        from harness.executors.worker import worker_main
-
         process = ctx.Process(target=worker_main, args=(device, str(store.path), sweep, data_root, tasks, events),
                               daemon=True)
         process.start()
@@ -72,10 +64,7 @@ def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], d
                 for device, (process, _tasks, pack) in list(workers.items()):
                     if pack is not None and not process.is_alive():
                         error = f"worker process on {device} died (exit code {process.exitcode})"
-                        for result in failed_results(pack, error, device):
-                            store.write_shard({**result.__dict__, **run_context(), "sweep": sweep,
-                                               "shard": str(store.shard_path(result.job_id))})
-                        ids = [j.job_id for j in pack.jobs]
+                        ids = fail_missing(store, pack, error, device, sweep)
                         store.ingest_shards(ids)
                         workers[device] = (*start(device), None)
                         hand_out(device)

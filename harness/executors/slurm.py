@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from harness.db.store import Store
-from harness.executors.local import PackEnded
-from harness.executors.worker import failed_results, run_context, run_pack
+from harness.executors.worker import PackEnded, fail_missing, run_pack
 from harness.spec import Pack
 from harness.train import Progress
 
@@ -72,14 +71,9 @@ def run_slurm(packs: list[Pack], store: Store, sweep: str, data_root: str | None
             if not task.done():
                 continue
             del waiting[i]
-            ids = [j.job_id for j in packs[i].jobs]
-            missing = [j for j in ids if not store.shard_path(j).exists()]
-            if missing:  # the task died (time limit, node failure, out of memory) before writing its shards
-                error = f"slurm task {task.job_id} ended in state {task.state} without a result"
-                for result in failed_results(Pack(tuple(j for j in packs[i].jobs if j.job_id in missing)), error,
-                                             "slurm"):
-                    store.write_shard({**result.__dict__, **run_context(), "sweep": sweep,
-                                       "shard": str(store.shard_path(result.job_id))})
+            # a task that died (time limit, node failure, out of memory) wrote no shards
+            error = f"slurm task {task.job_id} ended in state {task.state} without a result"
+            ids = fail_missing(store, packs[i], error, "slurm", sweep)
             store.ingest_shards(ids)
             for job_id in ids:
                 on_progress(Progress("end", job_id))

@@ -8,6 +8,7 @@ import platform
 import socket
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,9 +35,27 @@ def run_context() -> dict:
     return {"host": socket.gethostname(), "versions": versions, "git_commit": commit}
 
 
-def failed_results(pack: Pack, error: str, device: str) -> list[JobResult]:
-    return [JobResult(job.job_id, job.to_dict(), "failed", error=error, pack_id=pack.pack_id,
-                      pack_size=len(pack.jobs), device=device) for job in pack.jobs]
+@dataclass(frozen=True)
+class PackEnded:
+    """What an executor yields: a pack whose shards are written and ingested."""
+
+    job_ids: list[str]
+
+
+def write_results(store: Store, results: list[JobResult], sweep: str) -> None:
+    """One shard per job, with the facts about where and how it ran."""
+    context = run_context()
+    for result in results:
+        store.write_shard({**result.__dict__, **context, "sweep": sweep, "shard": str(store.shard_path(result.job_id))})
+
+
+def fail_missing(store: Store, pack: Pack, error: str, device: str, sweep: str) -> list[str]:
+    """Record `error` for each job of `pack` that has no shard (its worker or task died); returns the
+    pack's job ids, ready to ingest."""
+    missing = [job for job in pack.jobs if not store.shard_path(job.job_id).exists()]
+    write_results(store, [JobResult(job.job_id, job.to_dict(), "failed", error=error, pack_id=pack.pack_id,
+                                    pack_size=len(pack.jobs), device=device) for job in missing], sweep)
+    return [job.job_id for job in pack.jobs]
 
 
 def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str | None,
@@ -48,15 +67,9 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
     try:
         data = load_dataset(first.dataset, data_root, device, first.dtype)
     except Exception as exc:  # missing data fails the jobs, not the sweep
-        results = failed_results(pack, f"{type(exc).__name__}: {exc}", device)
-    else:
-        results = train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir)
-    context = run_context()
-    for result in results:
-        payload = {**result.__dict__, **context, "sweep": sweep,
-                   "shard": str(store.shard_path(result.job_id))}
-        store.write_shard(payload)
-    return [r.job_id for r in results]
+        return fail_missing(store, pack, f"{type(exc).__name__}: {exc}", device, sweep)
+    write_results(store, train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir), sweep)
+    return [job.job_id for job in pack.jobs]
 
 
 def worker_main(device: str, store_path: str, sweep: str, data_root: str | None, tasks, events) -> None:
