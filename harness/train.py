@@ -135,6 +135,22 @@ def member_state(model: PackedVAE, g: int) -> dict[str, torch.Tensor]:
     return state
 
 
+def _weights(jobs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(a scalar carrying the pack's dtype and device, alpha (G,), beta (G,))."""
+    like = torch.zeros((), device=device, dtype=getattr(torch, jobs[0].dtype))
+    alpha = torch.tensor([j.alpha for j in jobs], device=device, dtype=like.dtype)
+    beta = torch.tensor([j.beta for j in jobs], device=device, dtype=like.dtype)
+    return like, alpha, beta
+
+
+def _prior_samples(model: PackedVAE, members: list[_Member], stream: str, n: int, eps: torch.Tensor):
+    """(G, n, L) prior samples for D from each member's `stream`; none are drawn where there is no D
+    (or a batch of one), and `eps` stands in, unused."""
+    if members[0].job.divergence == "none" or n < 2:
+        return eps
+    return model.prior.sample_members([m.gens[stream] for m in members], n)
+
+
 def _batches(data: Dataset, members: list[_Member], batch: int, device: torch.device):
     """Yield (G, B, *shape) minibatches: each member follows its own permutation; the last partial
     batch is dropped (D_hat needs a full batch)."""
@@ -173,36 +189,31 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     for m in members:
         progress(Progress("start", m.job.job_id, 0, m.job.epochs))
-    epoch = 0
     try:
         with _no_distribution_checks():
-            epoch = _train_and_evaluate(pack, members, data, device, progress, checkpoint_dir)
+            _train_and_evaluate(pack, members, data, device, progress, checkpoint_dir)
     except Exception as exc:  # one pack's failure is recorded, never raised into the sweep
         for m in members:
             if m.result.status == "running":
-                m.result.status, m.result.failed_epoch = "failed", m.result.epochs[-1]["epoch"] if m.result.epochs \
-                    else 0
+                m.result.status, m.result.failed_epoch = "failed", len(m.result.epochs)
                 m.result.error = _one_line(exc)
     finished = time.time()
     peak = _peak_memory(device)
     for m in members:
         m.result.finished, m.result.wall_seconds, m.result.peak_memory_bytes = finished, finished - started, peak
         if m.result.status != "diverged":
-            progress(Progress("end", m.job.job_id, epoch, m.job.epochs, status=m.result.status))
+            progress(Progress("end", m.job.job_id, len(m.result.epochs), m.job.epochs, status=m.result.status))
     return [m.result for m in members]
 
 
 def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, device: torch.device,
-                        progress: Callable[[Progress], None], checkpoint_dir) -> int:
-    """The loop of train_pack; returns the last epoch it reached."""
+                        progress: Callable[[Progress], None], checkpoint_dir) -> None:
+    """The loop of train_pack: train, then evaluate and checkpoint the members still alive."""
     jobs = pack.jobs
-    epoch = 0
     first = jobs[0]
     model = build_model(jobs, data, device)
     divergence = DIVERGENCES[first.divergence]
-    like = torch.zeros((), device=device, dtype=getattr(torch, first.dtype))
-    alpha = torch.tensor([j.alpha for j in jobs], device=device, dtype=like.dtype)
-    beta = torch.tensor([j.beta for j in jobs], device=device, dtype=like.dtype)
+    like, alpha, beta = _weights(jobs, device)
     optimiser = torch.optim.Adam(model.parameters(), lr=first.lr, betas=(0.9, 0.999), amsgrad=True)
     batch, latent = first.batch_size, first.latent_dim
     if len(data.train_x) < batch:
@@ -215,8 +226,7 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
         alive = torch.tensor([m.alive for m in members], device=device)
         for x in _batches(data, members, batch, device):
             eps = _noise(members, "noise", batch, latent, like)
-            prior_z = (model.prior.sample_members([m.gens["prior"] for m in members], batch)
-                       if first.divergence != "none" else eps)
+            prior_z = _prior_samples(model, members, "prior", batch, eps)
             terms = objective(model, x, model(x, eps), prior_z, alpha, beta, divergence)
             total = torch.where(alive, terms.loss, torch.zeros_like(terms.loss)).sum()
             optimiser.zero_grad(set_to_none=True)
@@ -250,7 +260,6 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
             if checkpoint_dir is not None:
                 members[g].result.artifacts.extend(save_checkpoint(model, g, members[g].job,
                                                                    checkpoint_dir(members[g].job.job_id)))
-    return epoch
 
 
 @torch.no_grad()
@@ -259,9 +268,7 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
     model.eval()
     first = members[0].job
     groups, batch = len(members), first.batch_size
-    like = torch.zeros((), device=device, dtype=getattr(torch, first.dtype))
-    alpha = torch.tensor([m.job.alpha for m in members], device=device, dtype=like.dtype)
-    beta = torch.tensor([m.job.beta for m in members], device=device, dtype=like.dtype)
+    like, alpha, beta = _weights([m.job for m in members], device)
     divergence = DIVERGENCES[first.divergence]
     n = len(data.test_x)
     images = data.test_x.dim() == 4
@@ -269,12 +276,12 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
     reg_batches = 0
     locs = []
     for start in range(0, n, batch):
-        x = data.test_x[start:start + batch].unsqueeze(0).expand(groups, *data.test_x[start:start + batch].shape)
-        size = x.shape[1]
+        chunk = data.test_x[start:start + batch]
+        x = chunk.expand(groups, *chunk.shape)  # every member sees the same test images
+        size = len(chunk)
         eps = _noise(members, "eval", size, first.latent_dim, like)
         enc = model(x, eps)
-        prior_z = (model.prior.sample_members([m.gens["eval"] for m in members], size)
-                   if first.divergence != "none" and size > 1 else eps)
+        prior_z = _prior_samples(model, members, "eval", size, eps)
         terms = objective(model, x, enc, prior_z, alpha, beta, divergence)
         mean = model.likelihood.mean(enc.out)
         if images:  # the [0, 1] scale, whatever the likelihood's support
