@@ -23,6 +23,7 @@ from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import likelihood_schemas
 from harness.models.nets import ARCHS
 from harness.models.priors import prior_schemas
+from harness.numerics import NUMERICS_VERSION
 from harness.schema import (
     Options,
     Param,
@@ -94,13 +95,25 @@ class JobSpec:
             out[key] = out[key].to_dict()
         return out
 
-    def canonical_json(self) -> str:
-        return json.dumps({"spec_version": SPEC_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
+    def canonical_json(self, numerics: int = NUMERICS_VERSION) -> str:
+        head: dict[str, Any] = {"spec_version": SPEC_VERSION}
+        if numerics > 1:  # version 1 predates the key: its ids hashed no numerics version
+            head["numerics"] = numerics
+        return json.dumps({**head, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
+
+    def id_at(self, numerics: int) -> str:
+        """The id this spec has under numerics version `numerics` (older ones find stale results)."""
+        return hashlib.sha256(self.canonical_json(numerics).encode()).hexdigest()[:16]
 
     @property
     def job_id(self) -> str:
-        """A short hash of the canonical JSON: the same spec has the same id on every machine."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        """A short hash of the canonical JSON and the numerics version: the same spec has the same id
+        on every machine, and a change of the numbers gives it a new one."""
+        return self.id_at(NUMERICS_VERSION)
+
+    def older_ids(self) -> dict[int, str]:
+        """numerics version -> the id this spec had under it, for every version before the current."""
+        return {v: self.id_at(v) for v in range(1, NUMERICS_VERSION)}
 
     def pack_key(self) -> str:
         """Jobs with equal keys can train as one grouped network: alpha, beta, seed and the prior's
@@ -116,6 +129,7 @@ class JobSpec:
         """Rebuild from to_dict() output (shards and checkpoints store that)."""
         data = dict(data)
         data.pop("spec_version", None)
+        data.pop("numerics", None)
         return validate_job(data, seed=data.pop("seed"))
 
 

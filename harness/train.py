@@ -28,6 +28,7 @@ from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
 from harness.models.vae import PackedVAE, objective
+from harness.numerics import NUMERICS_VERSION
 from harness.spec import JobSpec, Pack
 
 STREAMS = ("init", "data", "noise", "prior", "eval", "iwae")
@@ -75,6 +76,7 @@ class JobResult:
     pack_size: int = 1
     device: str = ""
     artifacts: list[dict[str, str]] = field(default_factory=list)
+    numerics: int = NUMERICS_VERSION  # the computation that produced these numbers (harness.numerics)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.numerics import NUMERICS_VERSION
 from harness.schema import SpecError
 from harness.spec import load_sweep, plan_packs
 
@@ -73,7 +74,11 @@ def test_job_id_is_a_pure_function_of_the_spec():
     job = load_sweep(ROOT / "sweeps" / "sparsity.toml").jobs[0]
     # pinned: the same spec has this id on every machine; a change here must bump SPEC_VERSION
     assert job.canonical_json().startswith('{"alpha":0.0,"arch":"conv32"')
-    assert job.job_id == "942a920b032a6870"
+    assert job.job_id == "df665e62926d90b7"
+    # the id the first release (numerics 1, no version in the hash) gave it, as its stores hold it
+    assert job.id_at(1) == "942a920b032a6870"
+    assert job.older_ids() == {v: job.id_at(v) for v in range(1, NUMERICS_VERSION)}
+    assert len({job.id_at(v) for v in range(1, NUMERICS_VERSION + 1)}) == NUMERICS_VERSION
     assert replace(job, alpha=10.0).job_id != job.job_id
     assert replace(job, seed=2).job_id != job.job_id
 

@@ -38,11 +38,13 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
     Example: harness db query "SELECT alpha, beta, gamma, avg(hoyer) AS hoyer FROM runs GROUP BY ALL ORDER BY ALL"
 
     Tables: runs (one row per job with its test metrics), jobs, epochs, metrics, latent_stats,
-    artifacts, sweeps, sweep_jobs, schema_migrations.
+    artifacts, sweeps, sweep_jobs, schema_migrations. Column `numerics` of jobs and runs says which
+    computation produced a job's numbers; filter on it to compare like with like.
     """
     import polars as pl
 
     try:
+        Store(store).ensure_current()  # a store an older release wrote gains today's columns first
         columns, rows = run_query(store, sql, list(param or []))
     except (ReadOnlyError, FileNotFoundError, StoreLocked) as exc:
         fail(str(exc), 2 if isinstance(exc, ReadOnlyError) else 1)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
 from harness.db.store import Store, StoreLocked
+from harness.numerics import NUMERICS_VERSION
 from harness.schema import SpecError
 from harness.spec import Sweep, job_summary, load_sweep, plan_packs
 
@@ -62,8 +63,10 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
     from harness.executors.local import visible_devices
 
     sweep = _load(sweep_file)
+    the_store = Store(store)
     try:
-        statuses = _statuses(Store(store), sweep)
+        statuses = _statuses(the_store, sweep)
+        stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
     except StoreLocked as exc:
         fail(str(exc))
     devices = visible_devices(device)
@@ -78,7 +81,7 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
                          else "left")
     for job in sweep.jobs:
         s = job_summary(job)
-        status = statuses.get(job.job_id, "pending")
+        status = statuses.get(job.job_id, "stale" if job.job_id in stale else "pending")
         table.add_row(job.job_id, s["dataset"], s["prior"], _short(s["gamma"]), _short(s["alpha"]),
                       _short(s["beta"]), str(s["seed"]), str(s["epochs"]), status,
                       str(pack_of.get(job.job_id, "")))
@@ -88,6 +91,9 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
     console.print(f"{len(sweep.jobs)} jobs: {counts['done']} done, {counts['failed']} failed, "
                   f"{counts['diverged']} diverged, {counts['pending']} pending -> {len(packs)} packs of at most "
                   f"{size} on {', '.join(devices)}")
+    if stale:
+        console.print(f"{len(stale)} of the pending jobs are stale: the store has their results from an older "
+                      f"numerics version (kept; `harness sweep run` trains numerics {NUMERICS_VERSION} beside them)")
 
 
 @app.command()
@@ -123,6 +129,7 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
         the_store.register_sweep(sweep.name, sweep.path, sweep.description, Path(sweep.path).read_text(), ids)
         the_store.ingest_shards([i for i in ids if the_store.shard_path(i).exists()])  # left by a killed run
         statuses = the_store.statuses(ids)
+        stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
     except StoreLocked as exc:
         fail(str(exc))
     rerun = {"failed", "diverged"} if retry_failed else set()
@@ -131,6 +138,9 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     packs = plan_packs(todo, size)
     console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
                   f"in {len(packs)} packs on {where}")
+    if stale:
+        console.print(f"{len(stale)} of them have results from an older numerics version, kept apart in the store "
+                      f"(see `harness sweep status`); these runs are numerics {NUMERICS_VERSION}")
     if not todo:
         return
     started = time.time()
@@ -196,6 +206,9 @@ def _executor(kind: str, device: str, pack_size: int | None, slurm: list[str], s
 def status(store: StoreOption = DEFAULT_STORE) -> None:
     """Every sweep in the store with its counts of done, failed, diverged and pending jobs.
 
+    done, failed and diverged count results of the current numerics version; stale counts the sweep's
+    results from an older one, which stay queryable (column `numerics` of `jobs` and `runs`).
+
     Example: harness sweep status --store runs/harness.duckdb
     """
     if not Path(store).exists():
@@ -205,7 +218,7 @@ def status(store: StoreOption = DEFAULT_STORE) -> None:
     except StoreLocked as exc:
         fail(str(exc))
     table = Table(title=f"sweeps in {store}", title_justify="left")
-    for column in ("sweep", "description", "jobs", "done", "failed", "diverged", "pending"):
+    for column in ("sweep", "description", "jobs", "done", "failed", "diverged", "pending", "stale"):
         table.add_column(column, justify="left" if column in ("sweep", "description") else "right")
     for row in rows:
         table.add_row(*[str(v) for v in row])

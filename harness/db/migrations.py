@@ -1,6 +1,12 @@
-"""Numbered schema migrations, recorded in the database itself (table schema_migrations)."""
+"""Numbered schema migrations, recorded in the database itself (table schema_migrations).
+
+Tables change only through numbered migrations. Views hold no data, so they are recreated after the
+migrations every time a writable connection opens: an old store gets today's `runs` view.
+"""
 
 from __future__ import annotations
+
+import duckdb
 
 # The metrics that the `runs` view shows as columns (test split); every metric is in `metrics`.
 RUNS_METRICS = ("elbo", "recon", "kl", "reg", "loss", "recon_mse", "hoyer", "hoyer_raw", "iwae", "kim_mnih",
@@ -12,7 +18,7 @@ def _runs_view() -> str:
         f"max(m.value) FILTER (WHERE m.split = 'test' AND m.name = '{name}') AS {name}" for name in RUNS_METRICS)
     return f"""
     CREATE OR REPLACE VIEW runs AS
-    SELECT j.job_id, j.sweep, j.status, j.dataset, j.arch, j.prior, j.gamma, j.df, j.alpha, j.beta,
+    SELECT j.job_id, j.sweep, j.status, j.numerics, j.dataset, j.arch, j.prior, j.gamma, j.df, j.alpha, j.beta,
         j.latent_dim, j.epochs, j.batch_size, j.lr, j.seed, j.device, j.pack_size, j.wall_seconds,
         j.peak_memory_bytes,
         {columns}
@@ -42,9 +48,23 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             job_id VARCHAR, split VARCHAR, class_index INTEGER, class_name VARCHAR, dim INTEGER,
             mean_abs_loc DOUBLE, PRIMARY KEY (job_id, split, class_index, dim))""",
         """CREATE TABLE artifacts (job_id VARCHAR, kind VARCHAR, path VARCHAR, PRIMARY KEY (job_id, kind))""",
-        _runs_view(),
+    ]),
+    # rows from before this migration were computed under numerics version 1 (harness.numerics)
+    (2, "numerics version of each job", [
+        "ALTER TABLE jobs ADD COLUMN numerics INTEGER DEFAULT 1",
     ]),
 ]
+
+VIEWS = (_runs_view,)
+
+
+def current(con) -> bool:
+    """Whether every migration is applied (works on a read-only connection)."""
+    try:
+        done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    except duckdb.CatalogException:  # no schema_migrations table: a store older than this scheme, or not one at all
+        return False
+    return all(version in done for version, _, _ in MIGRATIONS)
 
 
 def migrate(con) -> list[int]:
@@ -66,4 +86,6 @@ def migrate(con) -> list[int]:
             con.execute("ROLLBACK")
             raise
         applied.append(version)
+    for view in VIEWS:
+        con.execute(view())
     return applied

@@ -9,7 +9,7 @@ import polars as pl
 from harness.db.store import open_read_only
 
 
-def _frame(store: str | Path, sql: str, params: list | None = None) -> pl.DataFrame:
+def _frame(store: str | Path, sql: str, params: list | dict | None = None) -> pl.DataFrame:
     con = open_read_only(store)
     try:
         cursor = con.execute(sql, params or [])
@@ -20,13 +20,15 @@ def _frame(store: str | Path, sql: str, params: list | None = None) -> pl.DataFr
     return pl.DataFrame(rows, schema=columns, orient="row")
 
 
-def sparsity_runs(store: str | Path, dataset: str = "fashion_mnist") -> pl.DataFrame:
-    """Finished sparse-prior runs on `dataset`: alpha, beta, gamma, seed, normalised Hoyer and job id."""
+def sparsity_runs(store: str | Path, numerics: int | None, dataset: str = "fashion_mnist") -> pl.DataFrame:
+    """Finished sparse-prior runs on `dataset` computed under numerics version `numerics` (None: every
+    version): alpha, beta, gamma, seed, normalised Hoyer, numerics version and job id."""
     return _frame(store, """
-        SELECT job_id, alpha, beta, gamma, seed, hoyer, hoyer_raw, elbo, recon_mse
+        SELECT job_id, numerics, alpha, beta, gamma, seed, hoyer, hoyer_raw, elbo, recon_mse
         FROM runs
-        WHERE status = 'done' AND prior = 'sparse' AND dataset = ? AND hoyer IS NOT NULL
-        ORDER BY beta, gamma, alpha, seed""", [dataset])
+        WHERE status = 'done' AND prior = 'sparse' AND dataset = $dataset AND hoyer IS NOT NULL
+            AND ($numerics IS NULL OR numerics = $numerics)
+        ORDER BY numerics, beta, gamma, alpha, seed""", {"dataset": dataset, "numerics": numerics})
 
 
 def class_magnitudes(store: str | Path, job_id: str) -> pl.DataFrame:

@@ -23,7 +23,8 @@ from typing import Any
 
 import duckdb
 
-from harness.db.migrations import migrate
+from harness.db.migrations import current, migrate
+from harness.numerics import NUMERICS_VERSION
 
 
 class StoreLocked(RuntimeError):
@@ -80,6 +81,17 @@ class Store:
         finally:
             con.close()
 
+    def ensure_current(self) -> None:
+        """Migrate an existing store that an older release wrote, so that readers see today's schema
+        (e.g. the `numerics` column); a no-op on a current store or where there is none."""
+        if not self.path.exists():
+            return
+        with self.reader() as con:
+            if current(con):
+                return
+        with self.connect():
+            pass
+
     # -- sweeps -------------------------------------------------------------------------------
     def register_sweep(self, name: str, path: str, description: str, toml: str, job_ids: list[str]) -> None:
         """Record the sweep and its job list (database and manifest file)."""
@@ -105,24 +117,37 @@ class Store:
             rows = con.execute("SELECT job_id, status FROM jobs WHERE list_contains(?, job_id)", [ids]).fetchall()
         return dict(rows)
 
+    def stale(self, jobs) -> dict[str, str]:
+        """current job id -> the id under which an older numerics version stored the same spec, for each
+        of `jobs` (JobSpecs) that has such a row: its numbers came from code that computed differently."""
+        older = {old: job.job_id for job in jobs for old in job.older_ids().values()}
+        found = self.statuses(older)
+        return {older[old]: old for old in found}
+
     def errors(self, job_ids: Iterable[str]) -> list[tuple[str, str]]:
         """(job_id, error) of the failed or diverged jobs among `job_ids`."""
         with self.reader() as con:
             return con.execute("""SELECT job_id, error FROM jobs WHERE list_contains(?, job_id)
                                   AND status IN ('failed', 'diverged') ORDER BY job_id""", [list(job_ids)]).fetchall()
 
-    def sweep_counts(self) -> list[tuple[str, str, int, int, int, int, int]]:
-        """(sweep, description, total, done, failed, diverged, pending) for every sweep in the store."""
+    def sweep_counts(self) -> list[tuple[str, str, int, int, int, int, int, int]]:
+        """(sweep, description, total, done, failed, diverged, pending, stale) for every sweep in the store.
+
+        done, failed and diverged count the current numerics version only; stale counts the sweep's
+        rows stored under an older one (kept and queryable, but not current results).
+        """
+        self.ensure_current()
         with self.reader() as con:
             return con.execute("""
                 SELECT s.name, s.description, count(sj.job_id) AS total,
-                    count(*) FILTER (WHERE j.status = 'done') AS done,
-                    count(*) FILTER (WHERE j.status = 'failed') AS failed,
-                    count(*) FILTER (WHERE j.status = 'diverged') AS diverged,
-                    count(*) FILTER (WHERE j.status IS NULL) AS pending
+                    count(*) FILTER (WHERE j.status = 'done' AND j.numerics = $v) AS done,
+                    count(*) FILTER (WHERE j.status = 'failed' AND j.numerics = $v) AS failed,
+                    count(*) FILTER (WHERE j.status = 'diverged' AND j.numerics = $v) AS diverged,
+                    count(*) FILTER (WHERE j.status IS NULL) AS pending,
+                    (SELECT count(*) FROM jobs o WHERE o.sweep = s.name AND o.numerics < $v) AS stale
                 FROM sweeps s LEFT JOIN sweep_jobs sj ON sj.sweep = s.name
                     LEFT JOIN jobs j ON j.job_id = sj.job_id
-                GROUP BY s.name, s.description ORDER BY s.name""").fetchall()
+                GROUP BY s.name, s.description ORDER BY s.name""", {"v": NUMERICS_VERSION}).fetchall()
 
     # -- shards -------------------------------------------------------------------------------
     def write_shard(self, result: dict[str, Any]) -> Path:
@@ -170,13 +195,15 @@ def ingest_result(con, result: dict[str, Any]) -> None:
         for table in ("jobs", "epochs", "metrics", "latent_stats", "artifacts"):
             con.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
         con.execute(
-            """INSERT INTO jobs (job_id, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta, latent_dim,
-                epochs, batch_size, lr, seed, status, error, failed_epoch, device, host, pack_id, pack_size,
+            """INSERT INTO jobs (job_id, numerics, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta,
+                latent_dim, epochs, batch_size, lr, seed, status, error, failed_epoch, device, host, pack_id, pack_size,
                 started, finished, wall_seconds, peak_memory_bytes, git_commit, versions, shard)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [job_id, result.get("sweep", ""), json.dumps(result["spec"], sort_keys=True), summary["dataset"],
-             summary["arch"], summary["prior"], summary["gamma"], summary["df"], summary["alpha"], summary["beta"],
-             summary["latent_dim"], summary["epochs"], summary["batch_size"], summary["lr"], summary["seed"],
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            # shards that predate the key were written by numerics version 1
+            [job_id, result.get("numerics", 1), result.get("sweep", ""), json.dumps(result["spec"], sort_keys=True),
+             summary["dataset"], summary["arch"], summary["prior"], summary["gamma"], summary["df"], summary["alpha"],
+             summary["beta"], summary["latent_dim"], summary["epochs"], summary["batch_size"], summary["lr"],
+             summary["seed"],
              result["status"], result.get("error", ""), result.get("failed_epoch"), result.get("device", ""),
              result.get("host", ""), result.get("pack_id", ""), result.get("pack_size", 1),
              _timestamp(result.get("started")), _timestamp(result.get("finished")), result.get("wall_seconds"),

@@ -72,10 +72,13 @@ def imq_pair_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def mmd_dim(z: torch.Tensor, prior_z: torch.Tensor, q_loc=None, q_scale=None, prior=None) -> torch.Tensor:
-    """Sum over latent dimensions and six scales of a 1-D MMD^2 (inverse multiquadric kernel), / B.
+    """Sum over latent dimensions and six scales of the unbiased 1-D MMD^2 (inverse multiquadric kernel).
 
     X = prior samples, Y = posterior samples; the within-sample sums leave out i = j, where the
-    kernel is 1 for every (d, s) pair.
+    kernel is 1 for every (d, s) pair. This is exactly the value of the reference's `imq_dim_kernel`
+    (its `stats / batch_size` divides a sum that is already B times this), and the objective weights
+    it as alpha * B * D_hat, as the reference's `obj.sum()` does. Until numerics version 2 this
+    returned D_hat / B, which made alpha B times weaker than the paper's.
     """
     g, b, latent = z.shape
     x = prior_z.transpose(1, 2)  # (G, L, B)
@@ -84,8 +87,7 @@ def mmd_dim(z: torch.Tensor, prior_z: torch.Tensor, q_loc=None, q_scale=None, pr
     yy = imq_pair_sum(y, y)
     xy = imq_pair_sum(x, y)
     diagonal = b * latent * len(MMD_SCALES)  # k(a, a) = 1 for every i, d and s
-    mmd = (xx + yy - 2 * diagonal) / (b * (b - 1)) - 2 * xy / b**2
-    return mmd / b
+    return (xx + yy - 2 * diagonal) / (b * (b - 1)) - 2 * xy / b**2
 
 
 def kld_inc(z: torch.Tensor, prior_z: torch.Tensor, q_loc: torch.Tensor, q_scale: torch.Tensor,

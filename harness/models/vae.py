@@ -58,6 +58,10 @@ class PackedVAE(nn.Module):
         z = loc + scale * eps
         return Encoded(loc, scale, z, self.decoder(z))
 
+    def kl(self, enc: Encoded) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per datapoint, (G, B)."""
+        return kl_terms(enc.loc, enc.scale, enc.z, self.prior)
+
 
 def kl_terms(loc: torch.Tensor, scale: torch.Tensor, z: torch.Tensor, prior: PriorModule) -> torch.Tensor:
     """KL(q(z|x) || p(z)) per datapoint, (G, B): analytic where torch registers it, else the one-sample
@@ -71,10 +75,14 @@ def kl_terms(loc: torch.Tensor, scale: torch.Tensor, z: torch.Tensor, prior: Pri
 
 def objective(model: PackedVAE, x: torch.Tensor, enc: Encoded, prior_z: torch.Tensor, alpha: torch.Tensor,
               beta: torch.Tensor, divergence) -> Terms:
-    """The decomposition objective's terms per member; alpha and beta are (G,) tensors."""
+    """The decomposition objective's terms per member; alpha and beta are (G,) tensors.
+
+    D_hat is estimated once per minibatch and counted once per datapoint, so the batch loss holds
+    alpha * B * D_hat (the reference broadcasts the scalar over the batch before `obj.sum()`).
+    """
     batch = x.shape[1]
     recon = model.likelihood.log_prob(x, enc.out)  # (G, B)
-    kl = kl_terms(enc.loc, enc.scale, enc.z, model.prior)  # (G, B)
+    kl = model.kl(enc)  # (G, B)
     reg = divergence(enc.z, prior_z, enc.loc, enc.scale, model.prior)  # (G,)
     loss = (-recon + beta.unsqueeze(1) * kl).sum(1) + alpha * batch * reg
     return Terms(loss=loss, recon=recon.mean(1), kl=kl.mean(1), reg=reg, elbo=(recon - kl).mean(1))

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
 from harness.db import queries  # noqa: E402
+from harness.numerics import NUMERICS_VERSION  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,23 @@ def _save(fig, frame: pl.DataFrame, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def sparsity_vs_alpha(store: Path, out: Path) -> Figure | None:
+def sparsity_vs_alpha(store: Path, out: Path, numerics: int | None) -> Figure | None:
     """Normalised Hoyer sparsity against alpha, one line per (beta, gamma): mean over seeds, with the
-    min-max band (the paper's figure 4, left)."""
-    runs = queries.sparsity_runs(store)
+    min-max band (the paper's figure 4, left). With every numerics version, each is its own line."""
+    runs = queries.sparsity_runs(store, numerics)
     if runs.is_empty():
         return None
-    summary = (runs.group_by(["beta", "gamma", "alpha"])
+    summary = (runs.group_by(["numerics", "beta", "gamma", "alpha"])
                .agg(pl.col("hoyer").mean().alias("hoyer_mean"), pl.col("hoyer").std().alias("hoyer_std"),
                     pl.col("hoyer").min().alias("hoyer_min"), pl.col("hoyer").max().alias("hoyer_max"),
                     pl.len().alias("seeds"), pl.col("job_id").sort().str.join(";").alias("job_ids"))
-               .sort(["beta", "gamma", "alpha"]))
+               .sort(["numerics", "beta", "gamma", "alpha"]))
+    versions = summary["numerics"].unique().to_list()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (beta, gamma), line in summary.group_by(["beta", "gamma"], maintain_order=True):
+    for (version, beta, gamma), line in summary.group_by(["numerics", "beta", "gamma"], maintain_order=True):
         style = "-" if gamma and gamma > 0 else "--"
-        ax.plot(line["alpha"], line["hoyer_mean"], style, marker="o", label=f"beta={beta:g}, gamma={gamma:g}")
+        label = f"beta={beta:g}, gamma={gamma:g}" + (f", numerics {version}" if len(versions) > 1 else "")
+        ax.plot(line["alpha"], line["hoyer_mean"], style, marker="o", label=label)
         ax.fill_between(line["alpha"].to_list(), line["hoyer_min"].to_list(), line["hoyer_max"].to_list(),
                         alpha=0.15)
     ax.set_xscale("symlog", linthresh=10)
@@ -68,15 +71,15 @@ def _magnitude_job(runs: pl.DataFrame) -> pl.DataFrame:
     with the largest alpha; the lowest seed."""
     exact = runs.filter((pl.col("alpha") == 1000) & (pl.col("beta") == 1) & (pl.col("gamma") == 0.8))
     if not exact.is_empty():
-        return exact.sort("seed").head(1)
+        return exact.sort(["numerics", "seed"], descending=[True, False]).head(1)
     sparse = runs.filter(pl.col("gamma") > 0)
     pool = sparse if not sparse.is_empty() else runs
-    return pool.sort(["alpha", "hoyer", "seed"], descending=[True, True, False]).head(1)
+    return pool.sort(["numerics", "alpha", "hoyer", "seed"], descending=[True, True, True, False]).head(1)
 
 
-def class_magnitudes(store: Path, out: Path) -> Figure | None:
+def class_magnitudes(store: Path, out: Path, numerics: int | None) -> Figure | None:
     """Per-dimension mean |posterior mean| for trouser, dress and shirt, as grouped bars (figure 4, right)."""
-    runs = queries.sparsity_runs(store)
+    runs = queries.sparsity_runs(store, numerics)
     if runs.is_empty():
         return None
     job = _magnitude_job(runs).row(0, named=True)
@@ -85,7 +88,7 @@ def class_magnitudes(store: Path, out: Path) -> Figure | None:
         return None
     stats = stats.with_columns(pl.lit(job["job_id"]).alias("job_id"), pl.lit(job["alpha"]).alias("alpha"),
                                pl.lit(job["beta"]).alias("beta"), pl.lit(job["gamma"]).alias("gamma"),
-                               pl.lit(job["seed"]).alias("seed"))
+                               pl.lit(job["seed"]).alias("seed"), pl.lit(job["numerics"]).alias("numerics"))
     dims = sorted(stats["dim"].unique().to_list())
     fig, ax = plt.subplots(figsize=(max(6, len(dims) * 0.18), 3.5))
     width = 0.8 / len(MAGNITUDE_CLASSES)
@@ -100,11 +103,13 @@ def class_magnitudes(store: Path, out: Path) -> Figure | None:
     return Figure("class_magnitudes", _save(fig, stats, out, "class_magnitudes"), 1)
 
 
-FIGURES: dict[str, Callable[[Path, Path], Figure | None]] = {
+FIGURES: dict[str, Callable[[Path, Path, int | None], Figure | None]] = {
     "sparsity_vs_alpha": sparsity_vs_alpha,
     "class_magnitudes": class_magnitudes,
 }
 
 
-def build_all(store: Path, out: Path, only: list[str] | None = None) -> dict[str, Figure | None]:
-    return {name: fn(store, out) for name, fn in FIGURES.items() if not only or name in only}
+def build_all(store: Path, out: Path, only: list[str] | None = None,
+              numerics: int | None = NUMERICS_VERSION) -> dict[str, Figure | None]:
+    """Every figure (or those in `only`) from the jobs of numerics version `numerics` (None: all)."""
+    return {name: fn(store, out, numerics) for name, fn in FIGURES.items() if not only or name in only}

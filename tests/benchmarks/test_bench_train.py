@@ -38,7 +38,7 @@ def mmd_autograd(z: torch.Tensor, prior_z: torch.Tensor) -> torch.Tensor:
         return sum((2 * s / (2 * s + d2)).sum(dim=(1, 2, 3)) for s in MMD_SCALES)
 
     diagonal = b * latent * len(MMD_SCALES)
-    return ((sums(x, x) + sums(y, y) - 2 * diagonal) / (b * (b - 1)) - 2 * sums(x, y) / b**2) / b
+    return (sums(x, x) + sums(y, y) - 2 * diagonal) / (b * (b - 1)) - 2 * sums(x, y) / b**2
 
 
 @pytest.mark.parametrize("impl", ["harness", "autograd"])

@@ -1,0 +1,24 @@
+"""The numerics version: which computation produced a result.
+
+A job's id hashes its spec together with this version, so that numbers computed by different code
+never mix: bump NUMERICS_VERSION (and add a CHANGELOG line saying why) with any change that alters
+what a job computes (the objective, a metric, a kernel, a data transform). Jobs stored under an older
+version stay in the store, queryable, and show as `stale`; `sweep run` trains the current version
+next to them and reports use the current version unless told otherwise.
+
+SPEC_VERSION in harness.spec is another thing: the version of the spec's format.
+"""
+
+from __future__ import annotations
+
+NUMERICS_VERSION = 2
+
+CHANGELOG: dict[int, str] = {
+    1: "First release. mmd_dim divided the reference's D_hat by B once more, so the batch loss held "
+       "alpha * D_hat instead of alpha * B * D_hat: alpha acted B times weaker than the paper's (at B = 500, "
+       "alpha = 1000 acted like 2). Its job ids hashed no numerics version.",
+    2: "mmd_dim returns the reference's D_hat (the sum over dimensions and scales of the unbiased 1-D MMD^2 "
+       "estimates); the batch loss holds alpha * B * D_hat as the reference's obj.sum() does.",
+}
+
+assert max(CHANGELOG) == NUMERICS_VERSION, "every numerics version needs a changelog line"
