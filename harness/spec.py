@@ -1,9 +1,18 @@
 """Sweep files and job specs: TOML loading, validation, expansion into jobs, hashing, packing.
 
-A sweep file has four tables: [sweep] (name, description, seeds), [base] (job fields), [grid]
-(lists that are crossed; dotted keys reach nested fields, e.g. "prior.gamma") and [[jobs]]
-(explicit settings merged over [base]). Jobs from [grid] and from [[jobs]] are both run, each once
-per seed. Every error is a SpecError naming the file and the key, raised before anything runs.
+A sweep file has four sections:
+- [sweep]: name, description, seeds;
+- [base]: the job fields;
+- [grid], or several [[grid]] tables: lists of values, crossed within each table and merged over
+  [base]. Dotted keys reach nested fields ("prior.gamma" = [0, 0.8]); a registry field may also
+  list tables (prior = [{ name = "normal" }, { name = "student_t", df = 9 }]), each merged over
+  [base] as a [[jobs]] entry would be;
+- [[jobs]]: explicit settings merged over [base].
+The jobs are the union of every grid's crossing and the [[jobs]], in file order, each once per seed;
+a setting found twice is one job (job ids de-duplicate). A file with neither runs [base] alone.
+Naming another registry entry (prior.name = "normal" over a sparse base) drops the base's options
+of the old entry. Every error is a SpecError naming the file and the key ('grid.prior.gamma',
+'grid[1].beta', 'jobs[2].alpha'), raised before anything runs.
 """
 
 from __future__ import annotations
@@ -241,19 +250,37 @@ def _sweep_header(doc: dict[str, Any], path: Path) -> tuple[str, str, tuple[int,
     return name, description, tuple(seeds)
 
 
+def _grids(doc: dict[str, Any]) -> list[tuple[str, dict[str, list]]]:
+    """(label, flat key -> values) per grid: one [grid] table is labelled 'grid', [[grid]] tables 'grid[i]'."""
+    grid = doc.get("grid", {})
+    if isinstance(grid, dict):
+        tables = [("grid", grid)]
+    elif isinstance(grid, list) and grid:
+        tables = [(f"grid[{i}]", table) for i, table in enumerate(grid)]
+    else:
+        raise SpecError("grid", f"must be a table of lists ([grid]) or an array of such tables ([[grid]]), "
+                        f"got {grid!r}")
+    grids = []
+    for label, table in tables:
+        if not isinstance(table, dict):
+            raise SpecError(label, f"must be a table of lists, got {table!r}")
+        if label != "grid" and not table:
+            raise SpecError(label, "is empty; give it lists to cross (an empty [[jobs]] runs [base] alone)")
+        flat = _flatten(table)
+        for key, values in flat.items():
+            if not isinstance(values, list) or not values:
+                raise SpecError(f"{label}.{key}", f"must be a non-empty list of values, got {values!r}")
+        grids.append((label, flat))
+    return grids
+
+
 def _expand(doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, str]]]:
-    """(merged job dict, leaf path -> section that set it: 'base', 'grid' or 'jobs[i]') per setting."""
+    """(merged job dict, leaf path -> section that set it: 'base', 'grid', 'grid[i]' or 'jobs[i]') per setting."""
     base = doc.get("base", {})
     if not isinstance(base, dict):
         raise SpecError("base", "must be a table of job fields")
     base_flat = _flatten(base)
-    grid = doc.get("grid", {})
-    if not isinstance(grid, dict):
-        raise SpecError("grid", "must be a table of lists")
-    grid_flat = _flatten(grid)
-    for key, values in grid_flat.items():
-        if not isinstance(values, list) or not values:
-            raise SpecError(f"grid.{key}", f"must be a non-empty list of values, got {values!r}")
+    grids = _grids(doc)
     explicit = doc.get("jobs", [])
     if not isinstance(explicit, list) or not all(isinstance(j, dict) for j in explicit):
         raise SpecError("jobs", "must be an array of tables ([[jobs]])")
@@ -276,12 +303,17 @@ def _expand(doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, str]]]:
         return job, origin
 
     settings = []
-    if grid_flat or not explicit:
-        keys = list(grid_flat)
-        for combo in itertools.product(*(grid_flat[k] for k in keys)):
-            settings.append(merged(dict(zip(keys, combo, strict=True)), "grid"))
+    for label, flat in grids:
+        if not flat:  # an empty [grid] table, as before [[grid]]: [base] alone when there are no [[jobs]]
+            continue
+        keys = list(flat)
+        for combo in itertools.product(*(flat[k] for k in keys)):
+            # a table in a grid's list is a setting of its own, flattened like a [[jobs]] entry
+            settings.append(merged(_flatten(dict(zip(keys, combo, strict=True))), label))
     for i, job in enumerate(explicit):
         settings.append(merged(_flatten(job), f"jobs[{i}]"))
+    if not settings:
+        settings.append(merged({}, "base"))
     return settings
 
 

@@ -161,3 +161,108 @@ prior = { name = "student_t", df = 5 }
         {"name": "student_t", "df": 5.0},
         {"name": "normal", "scale": 1.0},
     ]
+
+
+def test_every_sweep_file_loads():
+    paths = sorted((ROOT / "sweeps").glob("*.toml"))
+    assert paths
+    for path in paths:
+        sweep = load_sweep(path)
+        assert sweep.jobs and len({j.job_id for j in sweep.jobs}) == len(sweep.jobs), path
+
+
+def test_a_single_grid_table_keeps_its_jobs_and_their_order(tmp_path):
+    jobs = load_sweep(ROOT / "sweeps" / "quickstart.toml").jobs
+    # pinned: [grid] crosses its lists in file order, the last key fastest (alpha, then prior.gamma)
+    assert [(j.alpha, j.prior["gamma"]) for j in jobs] == [(0, 0), (0, 0.8), (100, 0), (100, 0.8), (1000, 0),
+                                                           (1000, 0.8)]
+    assert jobs[0].job_id == "2ae55e4da981458a"
+    table = load_sweep(_write(tmp_path, BASE.format(prior='"sparse"') + "[grid]\nalpha = [0, 10]\nbeta = [1, 2]\n"))
+    array = load_sweep(_write(tmp_path, BASE.format(prior='"sparse"') + "[[grid]]\nalpha = [0, 10]\nbeta = [1, 2]\n"))
+    assert [j.job_id for j in table.jobs] == [j.job_id for j in array.jobs]
+
+
+def test_grids_are_a_union_each_crossed_within_itself(tmp_path):
+    body = BASE.format(prior='"sparse"') + """
+[[grid]]
+alpha = [0, 10]
+"prior.gamma" = [0, 0.5]
+
+[[grid]]   # (10, 0.5) is also in the first grid
+alpha = [10, 1000]
+"prior.gamma" = [0.5]
+beta = [1]
+
+[[jobs]]   # and in the [[jobs]]
+alpha = 10
+"prior.gamma" = 0.5
+"""
+    sweep = load_sweep(_write(tmp_path, "[sweep]\nseeds = [1, 2]\n" + body))
+    settings = [(j.alpha, j.prior["gamma"]) for j in sweep.jobs if j.seed == 1]
+    # grids in file order, each crossed on its own: no (1000, 0.0), which a product of the grids would give
+    assert settings == [(0, 0), (0, 0.5), (10, 0), (10, 0.5), (1000, 0.5)]
+    assert len(sweep.jobs) == 10 and len({j.job_id for j in sweep.jobs}) == 10
+
+
+def test_naming_another_entry_in_a_grid_drops_the_base_entrys_options(tmp_path):
+    body = BASE.format(prior='{ name = "sparse", gamma = 0.8, spike_scale = 0.1 }') + """
+[[grid]]
+"prior.name" = ["normal"]
+
+[[grid]]
+"prior.name" = ["student_t"]
+"prior.df" = [3, 9]
+"""
+    jobs = load_sweep(_write(tmp_path, body)).jobs
+    assert [j.prior.to_dict() for j in jobs] == [
+        {"name": "normal", "scale": 1.0},
+        {"name": "student_t", "df": 3.0},
+        {"name": "student_t", "df": 9.0},
+    ]
+
+
+def test_a_grid_may_list_whole_registry_tables_merged_like_jobs(tmp_path):
+    base = BASE.format(prior='{ name = "sparse", gamma = 0.8, spike_scale = 0.1 }')
+    listed = base + """
+[grid]
+prior = [{ name = "sparse", gamma = 0.5 }, { name = "student_t", df = 9 }]
+beta = [1, 2]
+"""
+    spelled = base + """
+[[grid]]
+"prior.gamma" = [0.5]
+beta = [1, 2]
+
+[[grid]]
+"prior.name" = ["student_t"]
+"prior.df" = [9]
+beta = [1, 2]
+"""
+    jobs = load_sweep(_write(tmp_path, listed)).jobs
+    assert [(j.prior.to_dict(), j.beta) for j in jobs] == [
+        ({"name": "sparse", "gamma": 0.5, "spike_scale": 0.1}, 1),  # the same entry keeps the base's other options
+        ({"name": "sparse", "gamma": 0.5, "spike_scale": 0.1}, 2),
+        ({"name": "student_t", "df": 9.0}, 1),  # another entry drops them
+        ({"name": "student_t", "df": 9.0}, 2),
+    ]
+    assert [j.job_id for j in jobs] == [j.job_id for j in load_sweep(_write(tmp_path, spelled)).jobs]
+
+
+FIRST = "[[grid]]\nalpha = [0]\n\n"  # a good grid before the bad one: errors name the bad one's index
+
+
+@pytest.mark.parametrize("grids, expected", [
+    (FIRST + "[[grid]]\nalpha = 5\n", "key 'grid[1].alpha': must be a non-empty list of values, got 5"),
+    (FIRST + "[[grid]]\nbeta = []\n", "key 'grid[1].beta': must be a non-empty list of values, got []"),
+    (FIRST + "[[grid]]\n", "key 'grid[1]': is empty"),
+    (FIRST + "[[grid]]\nbeta = [1, -2]\n", "key 'grid[1].beta': must be >= 0 and finite, got -2.0"),
+    (FIRST + '[[grid]]\nprior = [{ name = "sparse", df = 3 }]\n', "key 'grid[1].prior.df': not an option of prior"),
+    ("grid = 5\n", "key 'grid': must be a table of lists ([grid]) or an array of such tables ([[grid]]), got 5"),
+    ("grid = []\n", "key 'grid': must be a table of lists ([grid]) or an array of such tables ([[grid]]), got []"),
+    ("grid = [[0, 10]]\n", "key 'grid[0]': must be a table of lists, got [0, 10]"),
+])
+def test_a_bad_grid_is_refused_naming_its_key(tmp_path, grids, expected):
+    path = _write(tmp_path, grids + BASE.format(prior='"sparse"'))
+    with pytest.raises(SpecError) as caught:
+        load_sweep(path)
+    assert str(caught.value).startswith(f"{path}: {expected}")
