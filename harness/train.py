@@ -21,9 +21,8 @@ import torch
 from torch.distributions import Distribution
 
 from harness.datasets.base import Dataset
-from harness.metrics.hoyer import hoyer
 from harness.metrics.iwae import iwae_log_px
-from harness.metrics.magnitudes import class_magnitudes
+from harness.metrics.registry import METRICS, Encodings, Metric, MetricOutput, compute_metrics
 from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
@@ -64,8 +63,8 @@ class JobResult:
     spec: dict[str, Any]
     status: str  # "done" | "failed" | "diverged"
     epochs: list[dict[str, float]] = field(default_factory=list)
-    metrics: list[dict[str, Any]] = field(default_factory=list)  # {split, name, value}
-    latent_stats: list[dict[str, Any]] = field(default_factory=list)  # {split, class_index, class_name, dim, ...}
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # {split, name, value, metric, version}
+    dim_stats: list[dict[str, Any]] = field(default_factory=list)  # {split, metric, stat, dim, key, key_index, value}
     error: str = ""
     failed_epoch: int | None = None
     started: float = 0.0
@@ -266,7 +265,8 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
 
 @torch.no_grad()
 def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: torch.device) -> None:
-    """Test-set ELBO and its terms, D_hat, reconstruction MSE, Hoyer sparsity and class magnitudes."""
+    """Test-set ELBO and its terms, D_hat and reconstruction MSE (and IWAE where asked), then every
+    registry metric that applies to the data (Hoyer sparsity, class magnitudes, disentanglement)."""
     model.eval()
     first = members[0].job
     groups, batch = len(members), first.batch_size
@@ -298,9 +298,6 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
     loc = torch.cat(locs, dim=1)  # (G, N, L)
     means = (totals[:4] / n).tolist()
     regs = (totals[4] / max(reg_batches, 1)).tolist()
-    sparsity = hoyer(loc).tolist()
-    sparsity_raw = hoyer(loc, normalise=False).tolist()
-    magnitudes = class_magnitudes(loc, data.test_y, len(data.class_names)).tolist()
     iwae = None
     if first.iwae_k > 0:  # the same for the whole pack: iwae_k is part of the pack key
         x = data.test_x.unsqueeze(0).expand(groups, *data.test_x.shape)
@@ -311,21 +308,45 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
             continue
         job = m.job
         values = {"recon": means[0][g], "kl": means[1][g], "elbo": means[2][g], "recon_mse": means[3][g],
-                  "reg": regs[g], "hoyer": sparsity[g], "hoyer_raw": sparsity_raw[g]}
+                  "reg": regs[g]}
         # per datapoint, like the training loss: the batch loss alpha * B * D_hat divided by B
         values["loss"] = -(values["recon"] - job.beta * values["kl"]) + job.alpha * values["reg"]
         if iwae is not None:
             values["iwae"] = iwae[g]
-        m.result.metrics = [{"split": "test", "name": k, "value": float(v)} for k, v in values.items()]
+        m.result.metrics = [{"split": "test", "name": k, "value": float(v), "metric": "elbo",
+                             "version": NUMERICS_VERSION} for k, v in values.items()]
         if m.result.epochs:
             last = m.result.epochs[-1]
-            m.result.metrics += [{"split": "train", "name": k, "value": float(last[k])}
-                                 for k in ("loss", "recon", "kl", "reg")]
-        m.result.latent_stats = [
-            {"split": "test", "class_index": c, "class_name": data.class_names[c], "dim": d,
-             "mean_abs_loc": float(v)}
-            for c, row in enumerate(magnitudes[g]) for d, v in enumerate(row) if v == v
-        ]
+            m.result.metrics += [{"split": "train", "name": k, "value": float(last[k]), "metric": "elbo",
+                                  "version": NUMERICS_VERSION} for k in ("loss", "recon", "kl", "reg")]
+        outputs = compute_metrics(encodings(data, "test", loc[g]), list(METRICS),
+                                  lambda name, seed=job.seed: metric_generator(seed, name))
+        metrics, rows = metric_records("test", outputs)
+        m.result.metrics += metrics
+        m.result.dim_stats = rows
+
+
+def encodings(data: Dataset, split: str, loc: torch.Tensor) -> Encodings:
+    """One member's posterior means over `split` (N, L) with the split's labels and factors, on the CPU
+    (metrics are cheap next to training and draw from CPU generators), in the training dtype."""
+    factors = data.test_factors if split == "test" else data.train_factors
+    return Encodings(split, loc.detach().cpu(), (data.test_y if split == "test" else data.train_y).cpu(),
+                     data.class_names, None if factors is None else factors.cpu(), data.factor_names,
+                     tuple(data.factor_sizes))
+
+
+def metric_generator(seed: int, name: str) -> torch.Generator:
+    """The job's own random stream for metric `name` (e.g. Kim & Mnih's votes)."""
+    return generator(seed, f"metric:{name}")
+
+
+def metric_records(split: str, outputs: list[tuple[Metric, MetricOutput]]) -> tuple[list[dict], list[dict]]:
+    """Shard records (metrics, dim_stats) of registry metrics' outputs, each with its metric and version."""
+    metrics = [{"split": split, "name": k, "value": float(v), "metric": metric.name, "version": metric.version}
+               for metric, out in outputs for k, v in out.values.items()]
+    rows = [{"split": split, "metric": metric.name, "stat": r.stat, "dim": r.dim, "key": r.key,
+             "key_index": r.key_index, "value": r.value} for metric, out in outputs for r in out.rows]
+    return metrics, rows
 
 
 def save_checkpoint(model: PackedVAE, g: int, job: JobSpec, folder: Path) -> list[dict[str, str]]:

@@ -80,7 +80,7 @@ def test_same_job_twice_gives_bit_identical_numbers(data):
     strip = [{k: v for k, v in e.items() if k not in ("seconds", "samples_per_second")} for e in one.epochs]
     assert strip == [{k: v for k, v in e.items() if k not in ("seconds", "samples_per_second")} for e in two.epochs]
     assert one.metrics == two.metrics
-    assert one.latent_stats == two.latent_stats
+    assert one.dim_stats == two.dim_stats
 
 
 def test_member_checkpoint_loads_into_a_one_member_model(data, tmp_path):

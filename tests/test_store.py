@@ -43,9 +43,9 @@ def test_ingesting_a_shard_twice_changes_nothing(tmp_path):
         ingest_result(con, result)
         ingest_result(con, result)
         counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                  for t in ("jobs", "epochs", "metrics", "latent_stats")]
+                  for t in ("jobs", "epochs", "metrics", "latent_stats", "dim_stats")]
         row = con.execute("SELECT alpha, gamma, seed, hoyer FROM runs").fetchall()
-    assert counts == [1, 2, 1, 1]
+    assert counts == [1, 2, 1, 1, 1]
     assert row == [(10.0, 0.8, 1, 0.5)]
 
 

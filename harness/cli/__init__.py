@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from harness.cli import data, db, report, sweep
+from harness.cli.eval import evaluate
 
 app = typer.Typer(
     name="harness",
@@ -16,6 +17,7 @@ app.add_typer(sweep.app, name="sweep")
 app.add_typer(db.app, name="db")
 app.add_typer(report.app, name="report")
 app.add_typer(data.app, name="data")
+app.command("eval")(evaluate)
 
 
 def main() -> None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import duckdb
 
-# The metrics that the `runs` view shows as columns (test split); every metric is in `metrics`.
-RUNS_METRICS = ("elbo", "recon", "kl", "reg", "loss", "recon_mse", "hoyer", "hoyer_raw", "iwae", "kim_mnih",
-                "kim_mnih_dlib")
-
 
 def _runs_view() -> str:
+    """One row per job with its test-split values as columns: those the metric registry names, so an
+    old store sees the columns of metrics added since (NULL where a job lacks them: `harness eval`)."""
+    from harness.metrics.registry import runs_columns
+
     columns = ",\n        ".join(
-        f"max(m.value) FILTER (WHERE m.split = 'test' AND m.name = '{name}') AS {name}" for name in RUNS_METRICS)
+        f"max(m.value) FILTER (WHERE m.split = 'test' AND m.name = '{name}') AS {name}" for name in runs_columns())
     return f"""
     CREATE OR REPLACE VIEW runs AS
     SELECT j.job_id, j.sweep, j.status, j.numerics, j.dataset, j.arch, j.prior, j.gamma, j.df, j.alpha, j.beta,
@@ -53,9 +53,31 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (2, "numerics version of each job", [
         "ALTER TABLE jobs ADD COLUMN numerics INTEGER DEFAULT 1",
     ]),
+    # metrics come from a registry, each with a version; per-dimension tables of any metric share one
+    # long table, and the class magnitudes that had their own table become its rows
+    (3, "metric versions and per-dimension rows of every metric", [
+        "ALTER TABLE metrics ADD COLUMN metric VARCHAR",
+        "ALTER TABLE metrics ADD COLUMN version INTEGER",
+        """CREATE TABLE dim_stats (
+            job_id VARCHAR, split VARCHAR, metric VARCHAR, stat VARCHAR, dim INTEGER, key VARCHAR,
+            key_index INTEGER, value DOUBLE, PRIMARY KEY (job_id, split, metric, stat, dim, key))""",
+        """INSERT INTO dim_stats SELECT job_id, split, 'class_magnitudes', 'mean_abs_loc', dim, class_name,
+            class_index, mean_abs_loc FROM latent_stats""",
+        "DROP TABLE latent_stats",
+    ]),
 ]
 
-VIEWS = (_runs_view,)
+
+def _latent_stats_view() -> str:
+    """The class magnitudes under the table name and columns they had before migration 3."""
+    return """
+    CREATE OR REPLACE VIEW latent_stats AS
+    SELECT job_id, split, key_index AS class_index, key AS class_name, dim, value AS mean_abs_loc
+    FROM dim_stats WHERE metric = 'class_magnitudes' AND stat = 'mean_abs_loc'
+    """
+
+
+VIEWS = (_runs_view, _latent_stats_view)
 
 
 def current(con) -> bool:

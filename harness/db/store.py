@@ -3,6 +3,7 @@
 Layout next to the database file (default runs/harness.duckdb):
     jobs/<job_id>/result.json      the job's shard: the truth about its run (atomic rename)
     jobs/<job_id>/model.safetensors, spec.json
+    jobs/<job_id>/eval/<metric>.json  a metric computed later on the checkpoint (`harness eval`)
     sweeps/<name>.json             the sweep's job list, so `db rebuild` knows memberships
 
 Only one process writes the database, through short-lived connections, so that users can open it
@@ -59,6 +60,9 @@ class Store:
 
     def shard_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "result.json"
+
+    def evaluation_path(self, job_id: str, metric: str) -> Path:
+        return self.job_dir(job_id) / "eval" / f"{metric}.json"
 
     def sweep_manifest(self, name: str) -> Path:
         return self.root / "sweeps" / f"{name}.json"
@@ -123,6 +127,22 @@ class Store:
         older = {old: job.job_id for job in jobs for old in job.older_ids().values()}
         found = self.statuses(older)
         return {older[old]: old for old in found}
+
+    def metric_versions(self, job_ids: Iterable[str]) -> dict[tuple[str, str], int]:
+        """(job_id, registry metric) -> the version its stored values were computed with."""
+        with self.reader() as con:
+            rows = con.execute("""SELECT job_id, metric, max(version) FROM metrics
+                                  WHERE list_contains(?, job_id) AND metric IS NOT NULL GROUP BY ALL""",
+                               [list(job_ids)]).fetchall()
+        return {(job_id, metric): version for job_id, metric, version in rows}
+
+    def done_jobs(self, numerics: int | None = NUMERICS_VERSION, sweep: str | None = None) -> list[str]:
+        """Ids of the finished jobs (of one numerics version unless None; of one sweep's list if named)."""
+        with self.reader() as con:
+            return [row[0] for row in con.execute("""
+                SELECT job_id FROM jobs WHERE status = 'done' AND ($n IS NULL OR numerics = $n)
+                    AND ($s IS NULL OR job_id IN (SELECT job_id FROM sweep_jobs WHERE sweep = $s))
+                ORDER BY job_id""", {"n": numerics, "s": sweep}).fetchall()]
 
     def errors(self, job_ids: Iterable[str]) -> list[tuple[str, str]]:
         """(job_id, error) of the failed or diverged jobs among `job_ids`."""
@@ -192,7 +212,7 @@ def ingest_result(con, result: dict[str, Any]) -> None:
     summary = job_summary(JobSpec.from_dict(result["spec"]))
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in ("jobs", "epochs", "metrics", "latent_stats", "artifacts"):
+        for table in ("jobs", "epochs", "metrics", "dim_stats", "artifacts"):
             con.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
         con.execute(
             """INSERT INTO jobs (job_id, numerics, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta,
@@ -214,19 +234,45 @@ def ingest_result(con, result: dict[str, Any]) -> None:
             con.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             [[job_id, e["epoch"], e["loss"], e["recon"], e["kl"], e["reg"], e["seconds"],
                               e["samples_per_second"]] for e in epochs])
-        metrics = result.get("metrics", [])
-        if metrics:
-            con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
-                            [[job_id, m["split"], m["name"], m["value"]] for m in metrics])
-        stats = result.get("latent_stats", [])
-        if stats:
-            con.executemany("INSERT INTO latent_stats VALUES (?, ?, ?, ?, ?, ?)",
-                            [[job_id, s["split"], s["class_index"], s["class_name"], s["dim"], s["mean_abs_loc"]]
-                             for s in stats])
+        _insert_metrics(con, job_id, result.get("metrics", []), result.get("dim_stats", []) + [
+            # shards from before the metric registry kept the class magnitudes apart
+            {"split": s["split"], "metric": "class_magnitudes", "stat": "mean_abs_loc", "dim": s["dim"],
+             "key": s["class_name"], "key_index": s["class_index"], "value": s["mean_abs_loc"]}
+            for s in result.get("latent_stats", [])])
         artifacts = result.get("artifacts", [])
         if artifacts:
             con.executemany("INSERT INTO artifacts VALUES (?, ?, ?)",
                             [[job_id, a["kind"], a["path"]] for a in artifacts])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _legacy_metric(name: str) -> str:
+    """The registry metric that produced a value in a shard that predates the metric column."""
+    return "hoyer" if name.startswith("hoyer") else "elbo"
+
+
+def _insert_metrics(con, job_id: str, metrics: list[dict[str, Any]], dim_stats: list[dict[str, Any]]) -> None:
+    if metrics:
+        con.executemany("INSERT INTO metrics (job_id, split, name, value, metric, version) VALUES (?, ?, ?, ?, ?, ?)",
+                        [[job_id, m["split"], m["name"], m["value"], m.get("metric", _legacy_metric(m["name"])),
+                          m.get("version", 1)] for m in metrics])
+    if dim_stats:
+        con.executemany("INSERT INTO dim_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [[job_id, r["split"], r["metric"], r["stat"], r["dim"], r["key"], r["key_index"], r["value"]]
+                         for r in dim_stats])
+
+
+def ingest_evaluation(con, shard: dict[str, Any]) -> None:
+    """Replace one metric's values and rows of one job with those of an evaluation shard (`harness eval`)."""
+    job_id, metric = shard["job_id"], shard["metric"]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM metrics WHERE job_id = ? AND metric = ?", [job_id, metric])
+        con.execute("DELETE FROM dim_stats WHERE job_id = ? AND metric = ?", [job_id, metric])
+        _insert_metrics(con, job_id, shard["metrics"], shard["dim_stats"])
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -247,6 +293,8 @@ def rebuild(store: Store) -> tuple[int, int]:
             _register(con, m["name"], m["path"], m["description"], m["toml"], m["job_ids"])
         for shard in shards:
             ingest_result(con, json.loads(shard.read_text()))
+        for evaluation in sorted((store.root / "jobs").glob("*/eval/*.json")):  # after their jobs' results
+            ingest_evaluation(con, json.loads(evaluation.read_text()))
     Path(f"{store.path}.wal").unlink(missing_ok=True)
     shutil.move(tmp, store.path)
     return len(manifests), len(shards)

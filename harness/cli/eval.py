@@ -1,0 +1,71 @@
+"""`harness eval`: compute metrics on stored checkpoints, without retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
+from harness.db.store import Store, StoreLocked
+from harness.metrics.registry import METRICS
+
+
+def evaluate(metric: Annotated[list[str], typer.Option(
+                 "--metric", "-m", help=f"A metric to compute (repeatable): {', '.join(METRICS)}.")],
+             sweep_file: Annotated[Path | None, typer.Argument(
+                 help="Evaluate this sweep's jobs (default: every finished job in the store).",
+                 show_default=False)] = None,
+             store: StoreOption = DEFAULT_STORE,
+             force: Annotated[bool, typer.Option("--force", help="Compute again where the store already has "
+                                                 "the metric at its current version.")] = False,
+             all_versions: Annotated[bool, typer.Option("--all-versions", help="Also evaluate jobs of older "
+                                                        "numerics versions.")] = False,
+             device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+             data_root: DataRootOption = None) -> None:
+    """Compute metrics on the stored checkpoints of finished jobs and add them to the store.
+
+    Example: harness eval --metric mig --metric kim_mnih sweeps/independence.toml --store runs/harness.duckdb
+
+    Each value is stored with its metric's version; a job that already has a metric at the current
+    version is skipped unless --force. Jobs whose data lack what a metric needs (e.g. factors for
+    kim_mnih) are reported and left alone.
+    """
+    from harness.evaluation import evaluate_jobs, missing
+    from harness.numerics import NUMERICS_VERSION
+
+    unknown = [m for m in metric if m not in METRICS]
+    if unknown:
+        fail(f"--metric: unknown metric '{unknown[0]}'; known: {', '.join(METRICS)}", 2)
+    if device not in ("cpu", "cuda"):
+        fail(f"--device: must be cpu or cuda, got '{device}'", 2)
+    the_store = Store(store)
+    if not the_store.path.exists():
+        fail(f"no store at {store}; run a sweep first or pass --store PATH")
+    try:
+        the_store.ensure_current()
+        if sweep_file is not None:
+            from harness.cli.sweep import _load
+
+            sweep = _load(sweep_file)
+            statuses = the_store.statuses([j.job_id for j in sweep.jobs])
+            jobs = [j.job_id for j in sweep.jobs if statuses.get(j.job_id) == "done"]
+        else:
+            jobs = the_store.done_jobs(None if all_versions else NUMERICS_VERSION)
+        todo = jobs if force else missing(the_store, jobs, metric)
+    except StoreLocked as exc:
+        fail(str(exc))
+    console.print(f"{len(jobs)} finished jobs, {len(todo)} to evaluate for {', '.join(metric)}")
+    failed = 0
+    for outcome in evaluate_jobs(the_store, todo, metric, device, data_root_str(data_root)):
+        if outcome.error:
+            failed += 1
+            console.print(f"  {outcome.job_id}: failed: {outcome.error}", highlight=False)
+            continue
+        line = f"  {outcome.job_id}: stored {', '.join(outcome.stored) or 'nothing'}"
+        if outcome.not_applicable:
+            line += f" ({', '.join(outcome.not_applicable)}: not applicable to this job's data)"
+        console.print(line, highlight=False)
+    if failed:
+        fail(f"{failed} of {len(todo)} jobs could not be evaluated")

@@ -1,0 +1,91 @@
+"""Evaluation as its own stage: run registry metrics on stored checkpoints, without retraining.
+
+For each job, the checkpoint (safetensors weights plus the JSON spec) is loaded into a one-member
+model, the test split is encoded, and each asked metric is computed with the job's own random stream
+for it. The values go into an evaluation shard beside the job's result (jobs/<id>/eval/<metric>.json,
+written atomically, the truth that `db rebuild` reads back) and into the database. No printing: the
+CLI draws the events this yields.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from harness.db.store import Store, atomic_write_json, ingest_evaluation
+from harness.metrics.registry import METRICS, compute_metrics
+from harness.spec import JobSpec
+from harness.train import build_model, encodings, metric_generator, metric_records
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One job's outcome: the metrics stored, those that do not apply to its data, or an error."""
+
+    job_id: str
+    stored: tuple[str, ...] = ()
+    not_applicable: tuple[str, ...] = ()
+    error: str = ""
+
+
+def load_checkpoint(store: Store, job_id: str, data, device: str):
+    """(spec, one-member model in eval mode) from jobs/<job_id>/spec.json and model.safetensors."""
+    from safetensors.torch import load_file
+
+    folder = store.job_dir(job_id)
+    spec = JobSpec.from_dict(json.loads((folder / "spec.json").read_text()))
+    model = build_model((spec,), data, torch.device(device))
+    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
+    return spec, model.eval()
+
+
+@torch.no_grad()
+def posterior_means(model, x: torch.Tensor, batch: int) -> torch.Tensor:
+    """(N, L) posterior means of a one-member model over x (N, *shape)."""
+    return torch.cat([model.encoder(x[start:start + batch].unsqueeze(0))[0][0]
+                      for start in range(0, len(x), batch)])
+
+
+def evaluate_jobs(store: Store, job_ids: list[str], metrics: list[str], device: str = "cpu",
+                  data_root: str | None = None) -> Iterator[Evaluated]:
+    """Compute `metrics` on each job's checkpoint and store them; yields one Evaluated per job."""
+    from harness.datasets import load_dataset
+
+    loaded: dict[str, object] = {}
+    for job_id in job_ids:
+        try:
+            spec_path = store.job_dir(job_id) / "spec.json"
+            spec = JobSpec.from_dict(json.loads(spec_path.read_text()))
+            key = json.dumps([spec.dataset.to_dict(), spec.dtype], sort_keys=True)
+            if key not in loaded:
+                loaded = {key: load_dataset(spec.dataset, data_root, device, spec.dtype)}  # one dataset at a time
+            data = loaded[key]
+            spec, model = load_checkpoint(store, job_id, data, device)
+            enc = encodings(data, "test", posterior_means(model, data.test_x, spec.batch_size))
+            outputs = compute_metrics(enc, metrics, lambda name, seed=spec.seed: metric_generator(seed, name))
+        except Exception as exc:  # one job's missing checkpoint or data never stops the others
+            yield Evaluated(job_id, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        shards = []
+        for metric, output in outputs:
+            values, rows = metric_records("test", [(metric, output)])
+            shard = {"job_id": job_id, "metric": metric.name, "version": metric.version, "computed": time.time(),
+                     "metrics": values, "dim_stats": rows}
+            atomic_write_json(store.evaluation_path(job_id, metric.name), shard)
+            shards.append(shard)
+        with store.connect() as con:
+            for shard in shards:
+                ingest_evaluation(con, shard)
+        done = tuple(m.name for m, _ in outputs)
+        yield Evaluated(job_id, done, tuple(name for name in metrics if name not in done))
+
+
+def missing(store: Store, job_ids: list[str], metrics: list[str]) -> list[str]:
+    """The jobs among `job_ids` lacking one of `metrics` at its current version (and not already known
+    not to apply: a metric that does not apply leaves nothing, so such jobs are tried again)."""
+    have = store.metric_versions(job_ids)
+    return [j for j in job_ids if any(have.get((j, name)) != METRICS[name].version for name in metrics)]

@@ -1,0 +1,101 @@
+"""Evaluation as its own stage: training ends with every registry metric that applies, and `harness eval`
+adds a metric to a finished store from the checkpoints alone, with the same numbers training gives."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.db.migrations import _runs_view
+from harness.db.store import Store, rebuild, run_query
+from harness.executors.worker import run_pack
+from harness.metrics.registry import METRICS, runs_columns
+from harness.schema import Options
+from harness.spec import Pack, load_sweep
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny shapes2d job (factors: shape, scale, orientation, posX, posY), trained and ingested."""
+    job = load_sweep(SWEEPS / "independence.toml").jobs[0]
+    dataset = Options("shapes2d", tuple(sorted({**dict(job.dataset.params), "subset": 256,
+                                                "test_subset": 300}.items())))
+    job = replace(job, epochs=1, batch_size=64, latent_dim=4, dataset=dataset)
+    store = Store(tmp_path_factory.mktemp("eval") / "h.duckdb")
+    store.register_sweep("tiny", "-", "", "", [job.job_id])
+    run_pack(Pack((job,)), store, "tiny", "cpu", None)
+    store.ingest_shards([job.job_id])
+    return store, job
+
+
+def values(store: Store, job_id: str) -> dict[tuple[str, str], tuple[float, int]]:
+    _, rows = run_query(store.path, "SELECT metric, name, value, version FROM metrics WHERE job_id = ? "
+                                    "AND split = 'test'", [job_id])
+    return {(metric, name): (value, version) for metric, name, value, version in rows}
+
+
+def test_training_runs_every_metric_that_applies(trained):
+    store, job = trained
+    got = values(store, job.job_id)
+    for name in ("kim_mnih", "kim_mnih_dlib", "mig", "hoyer"):
+        assert (name, name) in got and got[(name, name)][1] == METRICS[name].version
+    assert 0.2 <= got[("kim_mnih", "kim_mnih")][0] <= 1 and 0 <= got[("mig", "mig")][0] <= 1
+    assert {n for _, n in got} >= {f"info_{f}_max_nmi" for f in ("shape", "scale", "orientation", "posX", "posY")}
+    _, rows = run_query(store.path, "SELECT metric, stat, count(*) FROM dim_stats WHERE job_id = ? GROUP BY ALL "
+                                    "ORDER BY ALL", [job.job_id])
+    counts = {(m, s): n for m, s, n in rows}
+    assert counts[("mig", "mutual_info")] == 4 * 5  # every (dimension, factor)
+    assert counts[("factor_info", "normalised_mi")] == 4 * 5
+    assert counts[("class_magnitudes", "mean_abs_loc")] == 4 * 3  # 3 shapes are the classes
+    _, runs = run_query(store.path, "SELECT kim_mnih, kim_mnih_dlib, mig FROM runs WHERE job_id = ?", [job.job_id])
+    assert None not in runs[0]
+
+
+def test_eval_adds_a_metric_from_the_checkpoint_alone(trained):
+    """Drop mig and kim_mnih as if the store predated them; `harness eval` restores the same numbers
+    from the checkpoint (same random stream), retrains nothing, and a rebuild keeps them."""
+    store, job = trained
+    before = values(store, job.job_id)
+    shard = json.loads(store.shard_path(job.job_id).read_text())
+    dropped = {"mig", "kim_mnih"}
+    shard["metrics"] = [m for m in shard["metrics"] if m.get("metric") not in dropped]
+    shard["dim_stats"] = [r for r in shard["dim_stats"] if r["metric"] not in dropped]
+    store.write_shard(shard)
+    rebuild(store)
+    assert ("mig", "mig") not in values(store, job.job_id)
+    _, epochs_before = run_query(store.path, "SELECT * FROM epochs ORDER BY ALL")
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", "--metric", "mig", "--metric", "kim_mnih", "--store", str(store.path)])
+    assert result.exit_code == 0, result.output
+    assert "1 finished jobs, 1 to evaluate" in result.output and "stored mig, kim_mnih" in result.output
+    after = values(store, job.job_id)
+    for name in dropped:
+        assert after[(name, name)] == before[(name, name)]
+    _, epochs_after = run_query(store.path, "SELECT * FROM epochs ORDER BY ALL")
+    assert epochs_after == epochs_before
+    assert store.evaluation_path(job.job_id, "mig").exists()
+
+    again = runner.invoke(app, ["eval", "--metric", "mig", "--store", str(store.path)])
+    assert "0 to evaluate" in again.output  # already there at its current version
+    rebuild(store)
+    assert values(store, job.job_id)[("mig", "mig")] == before[("mig", "mig")]
+
+
+def test_eval_refuses_an_unknown_metric(trained):
+    store, _ = trained
+    result = CliRunner().invoke(app, ["eval", "--metric", "nope", "--store", str(store.path)])
+    assert result.exit_code == 2 and "unknown metric 'nope'" in result.stderr
+
+
+def test_the_runs_view_has_a_column_per_registry_value():
+    view = _runs_view()
+    assert all(f"AS {column}" in view for column in runs_columns())
+    assert {"kim_mnih", "kim_mnih_dlib", "mig", "hoyer"} <= set(runs_columns())
