@@ -44,10 +44,10 @@ def load_checkpoint(store: Store, job_id: str, data, device: str):
 
 
 @torch.no_grad()
-def posterior_means(model, x: torch.Tensor, batch: int) -> torch.Tensor:
-    """(N, L) posterior means of a one-member model over x (N, *shape)."""
-    return torch.cat([model.encoder(x[start:start + batch].unsqueeze(0))[0][0]
-                      for start in range(0, len(x), batch)])
+def posteriors(model, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, L) posterior means and standard deviations of a one-member model over x (N, *shape)."""
+    parts = [model.encoder(x[start:start + batch].unsqueeze(0)) for start in range(0, len(x), batch)]
+    return torch.cat([loc[0] for loc, _ in parts]), torch.cat([scale[0] for _, scale in parts])
 
 
 def evaluate_jobs(store: Store, job_ids: list[str], metrics: list[str], device: str = "cpu",
@@ -65,16 +65,16 @@ def evaluate_jobs(store: Store, job_ids: list[str], metrics: list[str], device: 
                 loaded = {key: load_dataset(spec.dataset, data_root, device, spec.dtype)}  # one dataset at a time
             data = loaded[key]
             spec, model = load_checkpoint(store, job_id, data, device)
-            enc = encodings(data, "test", posterior_means(model, data.test_x, spec.batch_size))
+            enc = encodings(data, "test", *posteriors(model, data.test_x, spec.batch_size))
             outputs = compute_metrics(enc, metrics, lambda name, seed=spec.seed: metric_generator(seed, name))
         except Exception as exc:  # one job's missing checkpoint or data never stops the others
             yield Evaluated(job_id, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             continue
         shards = []
         for metric, output in outputs:
-            values, rows = metric_records("test", [(metric, output)])
+            values, rows, points = metric_records("test", [(metric, output)])
             shard = {"job_id": job_id, "metric": metric.name, "version": metric.version, "computed": time.time(),
-                     "metrics": values, "dim_stats": rows}
+                     "metrics": values, "dim_stats": rows, "points": points}
             atomic_write_json(store.evaluation_path(job_id, metric.name), shard)
             shards.append(shard)
         with store.connect() as con:

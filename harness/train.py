@@ -22,7 +22,7 @@ from torch.distributions import Distribution
 
 from harness.datasets.base import Dataset
 from harness.metrics.iwae import iwae_log_px
-from harness.metrics.registry import METRICS, Encodings, Metric, MetricOutput, compute_metrics
+from harness.metrics.registry import Encodings, Metric, MetricOutput, compute_metrics, training_metrics
 from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
@@ -65,6 +65,7 @@ class JobResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)  # {split, name, value, metric, version}
     dim_stats: list[dict[str, Any]] = field(default_factory=list)  # {split, metric, stat, dim, key, key_index, value}
+    points: list[dict[str, Any]] = field(default_factory=list)  # {split, metric, idx, x, y, value, label, factor}
     error: str = ""
     failed_epoch: int | None = None
     started: float = 0.0
@@ -276,7 +277,7 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
     images = data.test_x.dim() == 4
     totals = torch.zeros(5, groups, device=device, dtype=like.dtype)  # recon, kl, elbo, mse (sums); reg
     reg_batches = 0
-    locs = []
+    locs, scales = [], []
     for start in range(0, n, batch):
         chunk = data.test_x[start:start + batch]
         x = chunk.expand(groups, *chunk.shape)  # every member sees the same test images
@@ -295,7 +296,8 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
             totals[4] += terms.reg
             reg_batches += 1
         locs.append(enc.loc)
-    loc = torch.cat(locs, dim=1)  # (G, N, L)
+        scales.append(enc.scale)
+    loc, scale = torch.cat(locs, dim=1), torch.cat(scales, dim=1)  # (G, N, L)
     means = (totals[:4] / n).tolist()
     regs = (totals[4] / max(reg_batches, 1)).tolist()
     iwae = None
@@ -319,20 +321,19 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
             last = m.result.epochs[-1]
             m.result.metrics += [{"split": "train", "name": k, "value": float(last[k]), "metric": "elbo",
                                   "version": NUMERICS_VERSION} for k in ("loss", "recon", "kl", "reg")]
-        outputs = compute_metrics(encodings(data, "test", loc[g]), list(METRICS),
+        outputs = compute_metrics(encodings(data, "test", loc[g], scale[g]), training_metrics(),
                                   lambda name, seed=job.seed: metric_generator(seed, name))
-        metrics, rows = metric_records("test", outputs)
+        metrics, m.result.dim_stats, m.result.points = metric_records("test", outputs)
         m.result.metrics += metrics
-        m.result.dim_stats = rows
 
 
-def encodings(data: Dataset, split: str, loc: torch.Tensor) -> Encodings:
+def encodings(data: Dataset, split: str, loc: torch.Tensor, scale: torch.Tensor) -> Encodings:
     """One member's posterior means over `split` (N, L) with the split's labels and factors, on the CPU
     (metrics are cheap next to training and draw from CPU generators), in the training dtype."""
     factors = data.test_factors if split == "test" else data.train_factors
-    return Encodings(split, loc.detach().cpu(), (data.test_y if split == "test" else data.train_y).cpu(),
-                     data.class_names, None if factors is None else factors.cpu(), data.factor_names,
-                     tuple(data.factor_sizes))
+    labels = data.test_y if split == "test" else data.train_y
+    return Encodings(split, loc.detach().cpu(), scale.detach().cpu(), labels.cpu(), data.class_names,
+                     None if factors is None else factors.cpu(), data.factor_names, tuple(data.factor_sizes))
 
 
 def metric_generator(seed: int, name: str) -> torch.Generator:
@@ -340,13 +341,15 @@ def metric_generator(seed: int, name: str) -> torch.Generator:
     return generator(seed, f"metric:{name}")
 
 
-def metric_records(split: str, outputs: list[tuple[Metric, MetricOutput]]) -> tuple[list[dict], list[dict]]:
-    """Shard records (metrics, dim_stats) of registry metrics' outputs, each with its metric and version."""
+def metric_records(split: str, outputs: list[tuple[Metric, MetricOutput]]) -> tuple[list, list, list]:
+    """Shard records (metrics, dim_stats, points) of registry metrics' outputs, each with its metric
+    (and the values with its version)."""
     metrics = [{"split": split, "name": k, "value": float(v), "metric": metric.name, "version": metric.version}
                for metric, out in outputs for k, v in out.values.items()]
     rows = [{"split": split, "metric": metric.name, "stat": r.stat, "dim": r.dim, "key": r.key,
              "key_index": r.key_index, "value": r.value} for metric, out in outputs for r in out.rows]
-    return metrics, rows
+    points = [{"split": split, "metric": metric.name, **p.__dict__} for metric, out in outputs for p in out.points]
+    return metrics, rows, points
 
 
 def save_checkpoint(model: PackedVAE, g: int, job: JobSpec, folder: Path) -> list[dict[str, str]]:

@@ -99,3 +99,35 @@ def test_the_runs_view_has_a_column_per_registry_value():
     view = _runs_view()
     assert all(f"AS {column}" in view for column in runs_columns())
     assert {"kim_mnih", "kim_mnih_dlib", "mig", "hoyer"} <= set(runs_columns())
+
+
+def test_aggregate_posterior_is_a_density_on_the_grid():
+    import math
+
+    import torch
+
+    from harness.metrics.registry import GRID_SIZE, Encodings
+
+    loc = torch.tensor([[0.0, 0.0], [1.0, -1.0]], dtype=torch.float64)
+    enc = Encodings("test", loc, torch.full_like(loc, 0.3), torch.tensor([0, 1]), ("a", "b"))
+    out = METRICS["aggregate_posterior"].compute(enc, torch.Generator())
+    assert METRICS["aggregate_posterior"].applies(enc) and len(out.points) == GRID_SIZE**2
+    assert out.values["aggregate_posterior_mass"] == pytest.approx(1.0, abs=1e-3)
+    peak = max(out.points, key=lambda p: p.value)
+    assert (peak.x, peak.y) in {(0.0, 0.0), (1.0, -1.0)}
+    assert peak.value == pytest.approx(0.5 / (2 * math.pi * 0.09), rel=1e-3)
+
+
+def test_tsne_runs_only_through_eval_and_stores_points(trained):
+    store, job = trained
+    assert not METRICS["tsne"].at_training
+    _, before = run_query(store.path, "SELECT count(*) FROM points WHERE job_id = ? AND metric = 'tsne'", [job.job_id])
+    assert before == [(0,)]
+    result = CliRunner().invoke(app, ["eval", "--metric", "tsne", "--store", str(store.path)])
+    assert result.exit_code == 0, result.output
+    _, rows = run_query(store.path, "SELECT count(*), count(DISTINCT label), min(factor), max(factor), "
+                                    "bool_and(isfinite(x) AND isfinite(y)) FROM points WHERE job_id = ? "
+                                    "AND metric = 'tsne'", [job.job_id])
+    count, labels, low, high, finite = rows[0]
+    assert count == 300 and labels == 3 and finite  # every test point; 3 shapes; positions in the factor
+    assert 0 <= low <= high < 32

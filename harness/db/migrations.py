@@ -65,6 +65,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             class_index, mean_abs_loc FROM latent_stats""",
         "DROP TABLE latent_stats",
     ]),
+    # values at 2-D points: a density on a grid (aggregate posterior), an embedding (t-SNE) per example
+    (4, "2-D points of metrics", [
+        """CREATE TABLE points (
+            job_id VARCHAR, split VARCHAR, metric VARCHAR, idx INTEGER, x DOUBLE, y DOUBLE, value DOUBLE,
+            label INTEGER, factor INTEGER, PRIMARY KEY (job_id, split, metric, idx))""",
+    ]),
 ]
 
 

@@ -212,7 +212,7 @@ def ingest_result(con, result: dict[str, Any]) -> None:
     summary = job_summary(JobSpec.from_dict(result["spec"]))
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in ("jobs", "epochs", "metrics", "dim_stats", "artifacts"):
+        for table in ("jobs", "epochs", "metrics", "dim_stats", "points", "artifacts"):
             con.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
         con.execute(
             """INSERT INTO jobs (job_id, numerics, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta,
@@ -238,7 +238,7 @@ def ingest_result(con, result: dict[str, Any]) -> None:
             # shards from before the metric registry kept the class magnitudes apart
             {"split": s["split"], "metric": "class_magnitudes", "stat": "mean_abs_loc", "dim": s["dim"],
              "key": s["class_name"], "key_index": s["class_index"], "value": s["mean_abs_loc"]}
-            for s in result.get("latent_stats", [])])
+            for s in result.get("latent_stats", [])], result.get("points", []))
         artifacts = result.get("artifacts", [])
         if artifacts:
             con.executemany("INSERT INTO artifacts VALUES (?, ?, ?)",
@@ -254,7 +254,8 @@ def _legacy_metric(name: str) -> str:
     return "hoyer" if name.startswith("hoyer") else "elbo"
 
 
-def _insert_metrics(con, job_id: str, metrics: list[dict[str, Any]], dim_stats: list[dict[str, Any]]) -> None:
+def _insert_metrics(con, job_id: str, metrics: list[dict[str, Any]], dim_stats: list[dict[str, Any]],
+                    points: list[dict[str, Any]]) -> None:
     if metrics:
         con.executemany("INSERT INTO metrics (job_id, split, name, value, metric, version) VALUES (?, ?, ?, ?, ?, ?)",
                         [[job_id, m["split"], m["name"], m["value"], m.get("metric", _legacy_metric(m["name"])),
@@ -263,6 +264,10 @@ def _insert_metrics(con, job_id: str, metrics: list[dict[str, Any]], dim_stats: 
         con.executemany("INSERT INTO dim_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [[job_id, r["split"], r["metric"], r["stat"], r["dim"], r["key"], r["key_index"], r["value"]]
                          for r in dim_stats])
+    if points:
+        con.executemany("INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [[job_id, p["split"], p["metric"], p["idx"], p["x"], p["y"], p["value"], p["label"],
+                          p["factor"]] for p in points])
 
 
 def ingest_evaluation(con, shard: dict[str, Any]) -> None:
@@ -272,7 +277,8 @@ def ingest_evaluation(con, shard: dict[str, Any]) -> None:
     try:
         con.execute("DELETE FROM metrics WHERE job_id = ? AND metric = ?", [job_id, metric])
         con.execute("DELETE FROM dim_stats WHERE job_id = ? AND metric = ?", [job_id, metric])
-        _insert_metrics(con, job_id, shard["metrics"], shard["dim_stats"])
+        con.execute("DELETE FROM points WHERE job_id = ? AND metric = ?", [job_id, metric])
+        _insert_metrics(con, job_id, shard["metrics"], shard["dim_stats"], shard.get("points", []))
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

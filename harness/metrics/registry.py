@@ -26,6 +26,7 @@ class Encodings:
 
     split: str
     loc: torch.Tensor  # (N, L) posterior means (model in eval mode)
+    scale: torch.Tensor  # (N, L) posterior standard deviations
     labels: torch.Tensor  # (N,) class indices
     class_names: tuple[str, ...]
     factors: torch.Tensor | None = None  # (N, F) factor value indices, where the dataset has factors
@@ -45,9 +46,23 @@ class DimRow:
 
 
 @dataclass(frozen=True)
+class Point:
+    """A value at a 2-D point: a density at a grid point, or an example's place in an embedding with its
+    class label and the value index of a second factor (e.g. the rotation angle)."""
+
+    idx: int
+    x: float
+    y: float
+    value: float | None = None
+    label: int | None = None
+    factor: int | None = None
+
+
+@dataclass(frozen=True)
 class MetricOutput:
     values: dict[str, float]
     rows: list[DimRow] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class Metric:
     compute: Callable[[Encodings, torch.Generator], MetricOutput]
     applies: Callable[[Encodings], bool] = lambda enc: True
     columns: tuple[str, ...] = ()  # values shown as columns of the `runs` view
+    at_training: bool = True  # run when training ends; expensive ones run only through `harness eval`
 
 
 def _hoyer(enc: Encodings, gen: torch.Generator) -> MetricOutput:
@@ -115,6 +131,47 @@ def _factor_info(enc: Encodings, gen: torch.Generator) -> MetricOutput:
     return MetricOutput(values, rows)
 
 
+GRID_SIZE, GRID_RANGE = 61, 2.5  # the aggregate posterior's density on a 61 x 61 grid over [-2.5, 2.5]^2
+
+
+def _aggregate_posterior(enc: Encodings, gen: torch.Generator) -> MetricOutput:
+    """Density of q(z) = mean_n N(z; loc_n, scale_n^2) on a fixed grid (2-D latents: the clustering
+    figure), and its mass inside the grid (how much of q the figure shows)."""
+    import torch
+
+    axis = torch.linspace(-GRID_RANGE, GRID_RANGE, GRID_SIZE, dtype=torch.float64)
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+    grid = torch.stack([gx.flatten(), gy.flatten()], 1)  # (P, 2)
+    loc, scale = enc.loc.double(), enc.scale.double()  # (N, 2)
+    log_q = torch.distributions.Normal(loc[None], scale[None]).log_prob(grid[:, None]).sum(-1)  # (P, N)
+    density = (torch.logsumexp(log_q, 1) - torch.log(torch.tensor(float(len(loc))))).exp()  # (P,)
+    cell = (2 * GRID_RANGE / (GRID_SIZE - 1)) ** 2
+    points = [Point(i, float(x), float(y), float(v)) for i, ((x, y), v) in enumerate(zip(grid.tolist(),
+                                                                                        density.tolist(), strict=True))]
+    return MetricOutput({"aggregate_posterior_mass": float(density.sum() * cell)}, [], points)
+
+
+TSNE_SAMPLE = 2000
+
+
+def _tsne(enc: Encodings, gen: torch.Generator) -> MetricOutput:
+    """t-SNE (scikit-learn's, Barnes-Hut, PCA initialisation, perplexity 30) of the posterior means of at
+    most TSNE_SAMPLE test examples drawn with the job's generator; each point keeps its class and, where
+    the data have a second factor (Rotated-MNIST's angle), that factor's value index."""
+    import torch
+    from sklearn.manifold import TSNE
+
+    n = len(enc.loc)
+    chosen = torch.randperm(n, generator=gen)[:TSNE_SAMPLE].sort().values  # (n',)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    embedded = TSNE(2, perplexity=min(30.0, (len(chosen) - 1) / 3), init="pca", random_state=seed).fit_transform(
+        enc.loc[chosen].double().numpy())
+    second = enc.factors[chosen, -1].tolist() if enc.factors is not None and enc.factors.shape[1] > 1 else None
+    points = [Point(int(i), float(x), float(y), None, int(enc.labels[i]), None if second is None else int(second[k]))
+              for k, (i, (x, y)) in enumerate(zip(chosen.tolist(), embedded.tolist(), strict=True))]
+    return MetricOutput({}, [], points)
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("hoyer", 1, "normalised and raw Hoyer sparsity of the posterior means", _hoyer,
            columns=("hoyer", "hoyer_raw")),
@@ -127,6 +184,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            columns=("mig",)),
     Metric("factor_info", 1, "per-dimension mutual information and |correlation| with each factor",
            _factor_info, _has_factors),
+    Metric("aggregate_posterior", 1, f"density of the aggregate posterior on a {GRID_SIZE}x{GRID_SIZE} grid "
+           "(2-D latents)", _aggregate_posterior, lambda enc: enc.loc.shape[1] == 2),
+    Metric("tsne", 1, f"t-SNE of the test posterior means (scikit-learn, at most {TSNE_SAMPLE} points); only "
+           "through harness eval", _tsne, lambda enc: len(enc.loc) >= 10, at_training=False),
 )}
 
 
@@ -138,6 +199,11 @@ ELBO_VALUES = ("elbo", "recon", "kl", "reg", "loss", "recon_mse", "iwae")
 def runs_columns() -> tuple[str, ...]:
     """The test-split values that the `runs` view shows as columns, one row per job."""
     return ELBO_VALUES + tuple(c for m in METRICS.values() for c in m.columns)
+
+
+def training_metrics() -> list[str]:
+    """The metrics that training runs when it ends."""
+    return [name for name, metric in METRICS.items() if metric.at_training]
 
 
 def compute_metrics(enc: Encodings, names: list[str] | tuple[str, ...],
