@@ -64,24 +64,24 @@ def test_plan_and_status_show_counts(finished):
 def test_figures_are_built_from_the_store_with_their_numbers(finished, tmp_path):
     _, store, _ = finished
     out = tmp_path / "reports"
-    invoke("report", "figures", "--store", str(store), "--out", str(out))
-    for name in ("sparsity_vs_alpha", "class_magnitudes"):
+    output = invoke("report", "figures", "--store", str(store), "--out", str(out)).output
+    assert "claims checked" in output and (out / "index.html").exists()
+    for name in ("sparsity_vs_alpha-tiny", "class_magnitudes-tiny"):
         for suffix in ("png", "pdf", "csv"):
             assert (out / f"{name}.{suffix}").stat().st_size > 0
-    rows = list(csv.DictReader((out / "sparsity_vs_alpha.csv").open()))
+    rows = list(csv.DictReader((out / "sparsity_vs_alpha-tiny.csv").open()))
     assert len(rows) == 4  # (beta, gamma, alpha) points, one seed each
+    assert all(r["n"] == "1" and r["prior_label"] in ("Gaussian (sparse, gamma 0)", "sparse, gamma 0.8") for r in rows)
     _, expected = run_query(store, "SELECT alpha, gamma, hoyer, job_id FROM runs")
     by_setting = {(a, g): (h, j) for a, g, h, j in expected}
     for row in rows:
         hoyer, job_id = by_setting[(float(row["alpha"]), float(row["gamma"]))]
         assert float(row["hoyer_mean"]) == pytest.approx(hoyer, rel=1e-9)
         assert row["job_ids"] == job_id
-    bars = list(csv.DictReader((out / "class_magnitudes.csv").open()))
-    assert {r["class_name"] for r in bars} == {"Trouser", "Dress", "Shirt"} and len(bars) == 3 * 6
-    assert len({r["job_id"] for r in bars}) == 1
-    chosen = bars[0]["job_id"]
-    _, setting = run_query(store, "SELECT alpha, gamma FROM runs WHERE job_id = ?", [chosen])
-    assert setting == [(1000.0, 0.8)]  # the sparse, largest-alpha run
+    bars = list(csv.DictReader((out / "class_magnitudes-tiny.csv").open()))
+    assert {r["key"] for r in bars} == {"Trouser", "Dress", "Shirt"} and len(bars) == 2 * 3 * 6
+    # the sparse, largest-alpha run next to the same setting at alpha 0
+    assert {(float(r["alpha"]), float(r["gamma"])) for r in bars} == {(1000.0, 0.8), (0.0, 0.8)}
 
 
 def test_query_formats(finished, tmp_path):

@@ -80,15 +80,15 @@ def test_run_trains_the_current_version_beside_the_old_one(old_store, tmp_path):
     # reports take the current version unless told otherwise
     out = tmp_path / "reports"
     invoke("report", "figures", "--store", str(old_store), "--out", str(out), "--only", "sparsity_vs_alpha")
-    with open(out / "sparsity_vs_alpha.csv") as handle:
+    with open(out / "sparsity_vs_alpha-legacy.csv") as handle:
         assert {r["numerics"] for r in csv.DictReader(handle)} == {str(NUMERICS_VERSION)}
     invoke("report", "figures", "--store", str(old_store), "--out", str(out), "--only", "sparsity_vs_alpha",
            "--all-versions")
-    with open(out / "sparsity_vs_alpha.csv") as handle:
+    with open(out / "sparsity_vs_alpha-legacy.csv") as handle:
         assert {r["numerics"] for r in csv.DictReader(handle)} == {"1", str(NUMERICS_VERSION)}
     invoke("report", "figures", "--store", str(old_store), "--out", str(out), "--only", "sparsity_vs_alpha",
            "--numerics", "1")
-    with open(out / "sparsity_vs_alpha.csv") as handle:
+    with open(out / "sparsity_vs_alpha-legacy.csv") as handle:
         assert {r["numerics"] for r in csv.DictReader(handle)} == {"1"}
 
     # the shards carry the version, so a rebuild keeps old and new apart

@@ -1,4 +1,4 @@
-"""Named queries that reports use; each returns a polars DataFrame."""
+"""Named queries that reports use; each returns a polars DataFrame. All SQL of the reports is here."""
 
 from __future__ import annotations
 
@@ -17,22 +17,37 @@ def _frame(store: str | Path, sql: str, params: list | dict | None = None) -> pl
         rows = cursor.fetchall()
     finally:
         con.close()
-    return pl.DataFrame(rows, schema=columns, orient="row")
+    return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
 
 
-def sparsity_runs(store: str | Path, numerics: int | None, dataset: str = "fashion_mnist") -> pl.DataFrame:
-    """Finished sparse-prior runs on `dataset` computed under numerics version `numerics` (None: every
-    version): alpha, beta, gamma, seed, normalised Hoyer, numerics version and job id."""
+def sweeps(store: str | Path) -> list[str]:
+    """The names of the sweeps in the store, sorted."""
+    return _frame(store, "SELECT name FROM sweeps ORDER BY name")["name"].to_list()
+
+
+def finished_runs(store: str | Path, sweep: str, numerics: int | None) -> pl.DataFrame:
+    """One row per finished job of `sweep` (listed by it now, or run under its name before) computed under
+    numerics version `numerics` (None: every version): the `runs` columns plus the spec, the learnt-or-not
+    anisotropic option and the commit that trained it."""
     return _frame(store, """
-        SELECT job_id, numerics, alpha, beta, gamma, seed, hoyer, hoyer_raw, elbo, recon_mse
-        FROM runs
-        WHERE status = 'done' AND prior = 'sparse' AND dataset = $dataset AND hoyer IS NOT NULL
-            AND ($numerics IS NULL OR numerics = $numerics)
-        ORDER BY numerics, beta, gamma, alpha, seed""", {"dataset": dataset, "numerics": numerics})
+        SELECT r.*, j.spec, j.git_commit, json_extract(j.spec, '$.prior.learn')::BOOLEAN AS learn
+        FROM runs r JOIN jobs j USING (job_id)
+        WHERE r.status = 'done' AND ($numerics IS NULL OR r.numerics = $numerics)
+            AND (j.sweep = $sweep OR j.job_id IN (SELECT job_id FROM sweep_jobs WHERE sweep = $sweep))
+        ORDER BY r.job_id""", {"sweep": sweep, "numerics": numerics})
 
 
-def class_magnitudes(store: str | Path, job_id: str) -> pl.DataFrame:
-    """Per-class, per-dimension mean |posterior mean| of one job (test set)."""
+def dim_stats(store: str | Path, job_ids: list[str], metric: str, stat: str) -> pl.DataFrame:
+    """Per-dimension rows of one metric's statistic for `job_ids` (test split): job_id, dim, key, value."""
     return _frame(store, """
-        SELECT class_index, class_name, dim, mean_abs_loc FROM latent_stats
-        WHERE job_id = ? AND split = 'test' ORDER BY class_index, dim""", [job_id])
+        SELECT job_id, dim, key, key_index, value FROM dim_stats
+        WHERE list_contains($ids, job_id) AND split = 'test' AND metric = $metric AND stat = $stat
+        ORDER BY job_id, key_index, dim""", {"ids": job_ids, "metric": metric, "stat": stat})
+
+
+def points(store: str | Path, job_ids: list[str], metric: str) -> pl.DataFrame:
+    """2-D points of one metric for `job_ids` (test split): job_id, idx, x, y, value, label, factor."""
+    return _frame(store, """
+        SELECT job_id, idx, x, y, value, label, factor FROM points
+        WHERE list_contains($ids, job_id) AND split = 'test' AND metric = $metric
+        ORDER BY job_id, idx""", {"ids": job_ids, "metric": metric})

@@ -1,0 +1,86 @@
+"""Figures and claims from a store of synthetic shards (no training): honest pooling, per-sweep figures,
+and claims whose verdicts follow the numbers."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.db.store import Store, ingest_result
+from harness.report.claims import FAIL, NO_DATA, PASS, check_claims
+from harness.schema import Options
+from harness.spec import JobSpec
+
+BASE = JobSpec(dataset=Options("fashion_mnist", (("size", 32), ("subset", 0), ("subset_mode", "first"),
+                                                 ("test_subset", 0))),
+               arch="conv32", latent_dim=4, likelihood=Options("laplace", (("scale", 0.1),)),
+               prior=Options("sparse", (("gamma", 0.8), ("spike_scale", 0.05))), divergence="mmd_dim",
+               alpha=0.0, beta=1.0, epochs=2, batch_size=10, lr=1e-3, seed=1)
+
+
+def job(alpha: float, gamma: float, seed: int = 1, **changes) -> JobSpec:
+    prior = Options("sparse", (("gamma", gamma), ("spike_scale", 0.05)))
+    return replace(BASE, alpha=alpha, prior=prior, seed=seed, **changes)
+
+
+def add(store: Store, sweep: str, jobs: list[tuple[JobSpec, float]]) -> None:
+    """Register `sweep` with these jobs and ingest a done shard for each, with the given Hoyer value."""
+    store.register_sweep(sweep, "-", "", "", [j.job_id for j, _ in jobs])
+    with store.connect() as con:
+        for spec, hoyer in jobs:
+            ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": sweep,
+                                "numerics": 2, "git_commit": "abcdef123",
+                                "metrics": [{"split": "test", "name": "hoyer", "value": hoyer, "metric": "hoyer",
+                                             "version": 1}]})
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    store = Store(tmp_path / "h.duckdb")
+    add(store, "main", [(job(0, 0.8, 1), 0.30), (job(0, 0.8, 2), 0.32), (job(1000, 0.8, 1), 0.50),
+                        (job(1000, 0.8, 2), 0.52), (job(0, 0.0, 1), 0.20), (job(1000, 0.0, 1), 0.19),
+                        # differs in more than the seed: its own line, never pooled into (1000, 0.8)
+                        (job(1000, 0.8, 1, epochs=1), 0.90)])
+    add(store, "other", [(job(1000, 0.8, 3), 0.99)])  # another sweep must not move main's points
+    return store
+
+
+def test_a_point_pools_only_seeds_of_one_setting_and_says_its_n(store, tmp_path):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["report", "figures", "--store", str(store.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "sparsity_vs_alpha-main.csv").open()))
+    points = {(float(r["alpha"]), float(r["gamma"]), r["n"]): float(r["hoyer_mean"]) for r in rows}
+    assert points == {(0.0, 0.8, "2"): pytest.approx(0.31), (1000.0, 0.8, "2"): pytest.approx(0.51),
+                      (1000.0, 0.8, "1"): pytest.approx(0.90), (0.0, 0.0, "1"): pytest.approx(0.20),
+                      (1000.0, 0.0, "1"): pytest.approx(0.19)}
+    assert (out / "sparsity_vs_alpha-other.png").exists()  # each sweep apart
+    page = (out / "index.html").read_text()
+    assert "sparsity_vs_alpha-main.png" in page and "abcdef1" in page
+
+
+def test_claims_follow_the_numbers_and_fail_the_exit_code(store, tmp_path):
+    results = {r.claim_id: r for r in check_claims(store.path, sweeps=["main"])}
+    above = results["sparsity.gamma_above"]
+    assert above.verdict == PASS and "alpha 0: +0.110" in above.evidence and "alpha 1000: +0.320" in above.evidence
+    assert len(above.job_ids) == 6  # the beta-1 line's seeds of both gammas, not the epochs variant
+    assert results["sparsity.gaussian_low"].verdict == PASS
+    assert results["sparsity.rises_then_flattens"].verdict == NO_DATA  # no alpha 100
+    assert results["sparsity.beta5_lowest"].verdict == NO_DATA
+    # make gamma 0 sparser at alpha 1000: the claim now fails, and so does the command
+    add(store, "main2", [(job(1000, 0.8, 5), 0.50), (job(1000, 0.0, 5), 0.70), (job(0, 0.8, 5), 0.3),
+                         (job(0, 0.0, 5), 0.2)])
+    assert {r.claim_id: r for r in check_claims(store.path, sweeps=["main2"])}["sparsity.gamma_above"].verdict == FAIL
+    result = CliRunner().invoke(app, ["report", "claims", "--store", str(store.path), "--sweep", "main2"])
+    assert result.exit_code == 1 and "FAIL" in result.output
+    ok = CliRunner().invoke(app, ["report", "claims", "--store", str(store.path), "--sweep", "main"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_an_unknown_sweep_is_one_line(store):
+    result = CliRunner().invoke(app, ["report", "claims", "--store", str(store.path), "--sweep", "nope"])
+    assert result.exit_code == 2 and "no sweep 'nope'" in result.stderr
