@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= runs/harness.duckdb
 
-.PHONY: demo test lint bench data clean
+.PHONY: demo demo-all test lint bench data clean
 
 # Debian ships venv separately (python3-venv); install it when we may
 $(BIN)/python:
@@ -33,7 +33,17 @@ data: $(VENV)/.installed
 demo: data
 	$(BIN)/harness sweep run sweeps/quickstart.toml --store $(STORE)
 	$(BIN)/harness report figures --store $(STORE) --out reports
-	$(BIN)/harness db query "SELECT alpha, gamma, round(hoyer, 3) AS hoyer, round(elbo, 1) AS elbo FROM runs WHERE sweep = 'quickstart' ORDER BY ALL" --store $(STORE)
+	$(BIN)/harness db query "SELECT numerics, alpha, gamma, round(hoyer, 3) AS hoyer, round(elbo, 1) AS elbo FROM runs WHERE sweep = 'quickstart' ORDER BY ALL" --store $(STORE)
+
+# the other experiments, reduced to minutes each (sweeps/demo/), then every figure, the claims and index.html
+demo-all: demo
+	$(BIN)/harness data fetch mnist
+	$(BIN)/harness sweep run sweeps/demo/clustering.toml --store $(STORE)
+	$(BIN)/harness sweep run sweeps/demo/independence.toml --store $(STORE)
+	$(BIN)/harness sweep run sweeps/demo/rotated_mnist.toml --store $(STORE)
+	$(BIN)/harness eval --metric tsne sweeps/demo/rotated_mnist.toml --store $(STORE)
+	$(BIN)/harness report figures --store $(STORE) --out reports
+	-$(BIN)/harness report claims --store $(STORE)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

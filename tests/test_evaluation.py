@@ -95,10 +95,19 @@ def test_eval_refuses_an_unknown_metric(trained):
     assert result.exit_code == 2 and "unknown metric 'nope'" in result.stderr
 
 
-def test_the_runs_view_has_a_column_per_registry_value():
+def test_the_runs_view_has_a_column_per_registry_value_and_prior_option(trained):
+    from harness.db.migrations import prior_columns
+    from harness.models.priors import prior_schemas
+
     view = _runs_view()
     assert all(f"AS {column}" in view for column in runs_columns())
     assert {"kim_mnih", "kim_mnih_dlib", "mig", "hoyer"} <= set(runs_columns())
+    options = {option for schema in prior_schemas().values() for option in schema}
+    assert set(prior_columns()) == {f"prior_{o}" for o in options} and prior_columns()["prior_learn"] == "BOOLEAN"
+    store, job = trained
+    _, rows = run_query(store.path, "SELECT prior, prior_scale, prior_df, prior_learn FROM runs WHERE job_id = ?",
+                        [job.job_id])
+    assert rows == [("normal", 1.0, None, None)]
 
 
 def test_aggregate_posterior_is_a_density_on_the_grid():

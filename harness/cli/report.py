@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOption, console, fail
+from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
 from harness.db.store import Store, StoreLocked
 from harness.numerics import NUMERICS_VERSION
 
@@ -109,3 +110,27 @@ def claims(store: StoreOption = DEFAULT_STORE, sweep: SweepOption = None, numeri
     console.print(f"{counts['PASS']} pass, {counts['FAIL']} fail, {counts['NOT ENOUGH DATA']} not enough data")
     if counts[FAIL]:
         raise typer.Exit(1)
+
+
+@app.command()
+def job(job_id: Annotated[str, typer.Argument(help="A job id (see `harness db query \"SELECT job_id FROM runs\"`).")],
+        store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports"), data_root: DataRootOption = None) -> None:
+    """Reconstructions, prior samples and latent traversals of one finished job, from its checkpoint.
+
+    Example: harness report job 2ae55e4da981458a --store runs/harness.duckdb --out reports
+    """
+    from harness.report.job import prior_samples, reconstructions, traversals
+
+    the_store = Store(store)
+    if not the_store.job_dir(job_id).is_dir() or not re.fullmatch(r"[0-9a-f]{16}", job_id):
+        fail(f"no job '{job_id}' in {store} (a job id is 16 hex digits; its folder holds the checkpoint)", 2)
+    root = data_root_str(data_root)
+    for draw in (reconstructions, prior_samples, traversals):
+        try:
+            paths = draw(the_store, job_id, out, data_root=root)
+        except ValueError as exc:  # e.g. traversals of vector data
+            console.print(f"{draw.__name__}: skipped: {exc}", highlight=False)
+            continue
+        except FileNotFoundError as exc:
+            fail(str(exc))
+        console.print(f"{draw.__name__}: {paths[0]}", highlight=False)

@@ -8,19 +8,37 @@ from __future__ import annotations
 
 import duckdb
 
+SQL_TYPES = {float: "DOUBLE", int: "BIGINT", bool: "BOOLEAN", str: "VARCHAR"}
+
+
+def prior_columns() -> dict[str, str]:
+    """prior_<option> -> SQL type, for every option of every prior in the registry (a column is NULL for
+    the priors that lack the option)."""
+    from harness.models.priors import prior_schemas
+
+    columns = {}
+    for schema in prior_schemas().values():
+        for option, param in schema.items():
+            columns[f"prior_{option}"] = SQL_TYPES.get(param.kind if isinstance(param.kind, type) else str, "VARCHAR")
+    return dict(sorted(columns.items()))
+
 
 def _runs_view() -> str:
-    """One row per job with its test-split values as columns: those the metric registry names, so an
-    old store sees the columns of metrics added since (NULL where a job lacks them: `harness eval`)."""
+    """One row per job with its prior's options as typed columns (from the prior registry's schemas) and
+    its test-split values as columns (those the metric registry names), so an old store sees the columns
+    of priors and metrics added since (NULL where a job lacks them; `harness eval` adds metrics)."""
     from harness.metrics.registry import runs_columns
 
     columns = ",\n        ".join(
         f"max(m.value) FILTER (WHERE m.split = 'test' AND m.name = '{name}') AS {name}" for name in runs_columns())
+    options = ",\n        ".join(f"json_extract(j.spec, '$.prior.{column[len('prior_'):]}')::{kind} AS {column}"
+                                  for column, kind in prior_columns().items())
     return f"""
     CREATE OR REPLACE VIEW runs AS
     SELECT j.job_id, j.sweep, j.status, j.numerics, j.dataset, j.arch, j.prior, j.gamma, j.df, j.alpha, j.beta,
         j.latent_dim, j.epochs, j.batch_size, j.lr, j.seed, j.device, j.pack_size, j.wall_seconds,
         j.peak_memory_bytes,
+        {options},
         {columns}
     FROM jobs j LEFT JOIN metrics m USING (job_id)
     GROUP BY ALL
