@@ -75,6 +75,7 @@ def _registries() -> dict[str, tuple[str, dict[str, dict[str, Param]]]]:
 JOB_FIELDS = ("dataset", "arch", "latent_dim", "likelihood", "prior", "divergence", "alpha", "beta", "epochs",
               "batch_size", "lr", "dtype", "iwae_k")
 SECTIONS = ("sweep", "base", "grid", "jobs")
+SWEEP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 SWEEP_KEYS = {"name": Param(str, None), "description": Param(str, ""),
               "seeds": Param(tuple, (0,), check=lambda v: len(v) > 0, allowed="a non-empty list of integers")}
 
@@ -238,8 +239,12 @@ def _sweep_header(doc: dict[str, Any], path: Path) -> tuple[str, str, tuple[int,
         if key not in SWEEP_KEYS:
             raise unknown_key(f"sweep.{key}", key, list(SWEEP_KEYS))
     name = header.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip():
-        raise SpecError("sweep.name", f"expected a non-empty string, got {name!r}")
+    if not isinstance(name, str):
+        raise SpecError("sweep.name", f"expected a string, got {type(name).__name__} {name!r}")
+    if not SWEEP_NAME.fullmatch(name):
+        # the name becomes a file name in the store (sweeps/<name>.json): nothing that could leave it
+        raise SpecError("sweep.name", f"must be 1 to 64 letters, digits, '_', '.' or '-', not starting with '.' "
+                        f"(it names a file in the store), got {name!r}")
     description = SWEEP_KEYS["description"].coerce("sweep.description", header.get("description", ""))
     seeds = SWEEP_KEYS["seeds"].coerce("sweep.seeds", header.get("seeds", [0]))
     for i, seed in enumerate(seeds):

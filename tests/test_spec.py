@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -266,3 +267,24 @@ def test_a_bad_grid_is_refused_naming_its_key(tmp_path, grids, expected):
     with pytest.raises(SpecError) as caught:
         load_sweep(path)
     assert str(caught.value).startswith(f"{path}: {expected}")
+
+
+@pytest.mark.parametrize("name", ["../jobs/0123456789abcdef/result", "/tmp/evil", "a/b", "line\nbreak", "nul\0x",
+                                  "x" * 300, ".hidden", "", "space name"])
+def test_a_sweep_name_never_leaves_the_store(tmp_path, name):
+    from harness.db.store import Store
+
+    path = tmp_path / "s.toml"
+    path.write_text(f"[sweep]\nname = {json.dumps(name)}\n" + BASE.format(prior='"sparse"'))
+    with pytest.raises(SpecError) as error:
+        load_sweep(path)
+    assert error.value.key == "sweep.name" and "names a file in the store" in error.value.message
+    with pytest.raises(ValueError):
+        Store(tmp_path / "h.duckdb").sweep_manifest(name)
+    with pytest.raises(ValueError):
+        Store(tmp_path / "h.duckdb").job_dir(name)
+
+
+def test_a_good_sweep_name_is_kept():
+    path = ROOT / "sweeps" / "demo" / "clustering.toml"
+    assert load_sweep(path).name == "clustering_demo"

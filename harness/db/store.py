@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable
@@ -26,6 +27,8 @@ import duckdb
 
 from harness.db.migrations import current, migrate
 from harness.numerics import NUMERICS_VERSION
+
+JOB_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class StoreLocked(RuntimeError):
@@ -56,6 +59,8 @@ class Store:
         self.root = self.path.parent
 
     def job_dir(self, job_id: str) -> Path:
+        if not JOB_ID.fullmatch(job_id):
+            raise ValueError(f"not a job id: {job_id!r} (16 hex digits)")
         return self.root / "jobs" / job_id
 
     def shard_path(self, job_id: str) -> Path:
@@ -65,6 +70,10 @@ class Store:
         return self.job_dir(job_id) / "eval" / f"{metric}.json"
 
     def sweep_manifest(self, name: str) -> Path:
+        from harness.spec import SWEEP_NAME
+
+        if not SWEEP_NAME.fullmatch(name):  # a sweep name is a file name inside the store, never a path
+            raise ValueError(f"not a sweep name: {name!r}")
         return self.root / "sweeps" / f"{name}.json"
 
     @contextmanager
