@@ -124,11 +124,13 @@ def build_model(jobs: tuple[JobSpec, ...], data: Dataset, device: torch.device) 
 
 
 def member_state(model: PackedVAE, g: int) -> dict[str, torch.Tensor]:
-    """Member g's weights as the state dict of a one-member model (same keys), for checkpoints."""
+    """Member g's weights as the state dict of a one-member model (same keys), for checkpoints: every
+    per-member tensor's row block g, and whole what the prior shares among members (PriorModule.shared)."""
     groups = model.groups
+    shared = {f"prior.{name}" for name in model.prior.shared}
     state = {}
     for key, tensor in model.state_dict().items():
-        if tensor.dim() == 0:
+        if tensor.dim() == 0 or key in shared:
             state[key] = tensor.clone()
         elif tensor.shape[0] % groups == 0:
             state[key] = tensor.chunk(groups, dim=0)[g].contiguous().clone()
@@ -257,11 +259,11 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
     living = [g for g, m in enumerate(members) if m.alive]
     if living:
         evaluate(model, members, data, device)
-        for g in living:
-            members[g].result.status = "done"
+        for g in living:  # done only once its artifacts exist: a failed save fails the member
             if checkpoint_dir is not None:
                 members[g].result.artifacts.extend(save_checkpoint(model, g, members[g].job,
                                                                    checkpoint_dir(members[g].job.job_id)))
+            members[g].result.status = "done"
 
 
 @torch.no_grad()

@@ -122,3 +122,37 @@ def test_recorded_loss_is_the_objective_per_datapoint(packed):
             expected = -record["recon"] + spec.beta * record["kl"] + spec.alpha * record["reg"]
             assert record["loss"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
         assert test["elbo"] == pytest.approx(test["recon"] - test["kl"], rel=1e-12)
+
+
+PRIORS = {"sparse": Options("sparse", (("gamma", 0.8), ("spike_scale", 0.05))),
+          "normal": Options("normal", (("scale", 1.0),)),
+          "anisotropic": Options("anisotropic", (("learn", True), ("scale", 1.0))),
+          "student_t": Options("student_t", (("df", 9.0),)),
+          "mixture": Options("mixture", (("variance", 0.03),))}
+
+
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+@pytest.mark.parametrize("size", [1, 3, 8])
+def test_every_member_checkpoint_of_every_prior_equals_the_job_alone(prior, size, tmp_path):
+    """What a member's checkpoint holds is its own job, whatever the pack: per-member rows, and whole
+    what the prior shares (the mixture's centres), for every prior and pack size."""
+    from safetensors.torch import load_file
+
+    from harness.datasets import load_dataset
+
+    data = load_dataset(Options("pinwheel", (("n_test", 40),)), None, "cpu", "float64")
+    jobs = tuple(JobSpec(dataset=Options("pinwheel", (("n_test", 40),)), arch="mlp", latent_dim=2,
+                         likelihood=Options("normal"), prior=PRIORS[prior], divergence="none", alpha=0.0,
+                         beta=1.0 + g / 4, epochs=2, batch_size=100, lr=1e-3, seed=10 + g, dtype="float64")
+                 for g in range(size))
+    results = train_pack(Pack(jobs), data, "cpu", checkpoint_dir=lambda job_id: tmp_path / "pack" / job_id)
+    assert [r.status for r in results] == ["done"] * size, [r.error for r in results]
+    for g in sorted({0, size - 1}):
+        alone = train_pack(Pack((jobs[g],)), data, "cpu", checkpoint_dir=lambda job_id: tmp_path / "alone" / job_id)
+        assert alone[0].status == "done"
+        packed = load_file(str(tmp_path / "pack" / jobs[g].job_id / "model.safetensors"))
+        single = load_file(str(tmp_path / "alone" / jobs[g].job_id / "model.safetensors"))
+        assert packed.keys() == single.keys()
+        for key in single:
+            assert packed[key].shape == single[key].shape, key
+            assert torch.allclose(packed[key], single[key], rtol=1e-6, atol=1e-9), key

@@ -184,7 +184,13 @@ def _column(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
 
 
 class PriorModule(nn.Module):
-    """Base class: `latent` dims, one member per row; subclasses define dist() and member sampling."""
+    """Base class: `latent` dims, one member per row; subclasses define dist() and member sampling.
+
+    Every parameter and buffer holds one row per member, except those named in `shared`: they belong
+    to the prior as a whole (e.g. the mixture's centres), and every member's checkpoint holds them whole.
+    """
+
+    shared: tuple[str, ...] = ()
 
     def __init__(self, members: Sequence[Options], latent: int):
         super().__init__()
@@ -290,6 +296,8 @@ class MixturePrior(PriorModule):
     code subtracted this joint log-density from a per-dimension log q(z|x) of shape (..., 2) before
     summing over dimensions, so it counted log p(z) twice; that is not copied here.
     """
+
+    shared = ("centres",)  # the same four centres for every member
 
     def __init__(self, members: Sequence[Options], latent: int):
         if latent != 2:
