@@ -100,3 +100,39 @@ def test_a_worker_that_dies_fails_its_jobs_and_the_sweep_goes_on(tiny_sweep, tmp
     assert counts.get("failed", 0) >= 1 and sum(counts.values()) == 4
     _, errors = run_query(store, "SELECT DISTINCT error FROM jobs WHERE status = 'failed'")
     assert all("worker process on cpu died (exit code -9)" in e for (e,) in errors)
+
+
+def workers_of(pid: int) -> list[int]:
+    return [p for p in children(pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()
+            and "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_die_with_their_driver(tiny_sweep, tmp_path):
+    """SIGKILL only the driver, at moments spread over a run (starting, training, between packs): its
+    worker must be gone within seconds, never left to train or to wait for work for ever."""
+    import random
+
+    rng = random.Random(7)
+    sweep = tiny_sweep(name="orphans", seeds="[1, 2]", epochs=3)
+    store = tmp_path / "store" / "harness.duckdb"
+    for _ in range(3):
+        process = start(sweep, store)
+        deadline, workers = time.time() + 60, []
+        while not workers and time.time() < deadline:
+            workers = workers_of(process.pid)
+            time.sleep(0.05)
+        assert workers, "no worker process found"
+        time.sleep(rng.uniform(0.2, 4.0))
+        os.kill(process.pid, signal.SIGKILL)  # the driver alone: its worker is not in the signal
+        process.wait(timeout=30)
+        deadline = time.time() + 10
+        while any(alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(w) for w in workers), "a worker outlived its driver"

@@ -7,6 +7,7 @@ shards as soon as the pack ends, so a killed driver loses at most the packs in f
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 from collections.abc import Callable, Iterator
 
@@ -38,8 +39,8 @@ def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], d
 
     def start(device: str):
         tasks = ctx.Queue()
-        process = ctx.Process(target=worker_main, args=(device, str(store.path), sweep, data_root, tasks, events),
-                              daemon=True)
+        process = ctx.Process(target=worker_main, daemon=True,
+                              args=(device, str(store.path), sweep, data_root, tasks, events, os.getpid()))
         process.start()
         return process, tasks
 

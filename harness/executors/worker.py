@@ -72,12 +72,29 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
     return [job.job_id for job in pack.jobs]
 
 
-def worker_main(device: str, store_path: str, sweep: str, data_root: str | None, tasks, events) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have Linux SIGKILL this process the moment its driver dies (PR_SET_PDEATHSIG), so that no orphan
+    trains a pack unsupervised; elsewhere the checks in worker_main catch it within a second."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def worker_main(device: str, store_path: str, sweep: str, data_root: str | None, tasks, events,
+                parent: int | None = None) -> None:
     """A local worker process: take packs until None, report progress, exit when the driver is gone."""
+    import queue
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
-    parent = os.getppid()
+    parent = parent or os.getppid()
+    _die_with_parent(parent)
     store = Store(store_path)
 
     def report(event: Progress) -> None:
@@ -86,7 +103,12 @@ def worker_main(device: str, store_path: str, sweep: str, data_root: str | None,
         events.put(("progress", event))
 
     while True:
-        pack = tasks.get()
+        try:
+            pack = tasks.get(timeout=1.0)
+        except queue.Empty:  # waiting for work: make sure there is still someone to give it
+            if os.getppid() != parent:
+                os._exit(1)
+            continue
         if pack is None:
             return
         ids = run_pack(pack, store, sweep, device, data_root, report)
