@@ -21,6 +21,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -39,7 +40,6 @@ from harness.schema import (
     SpecError,
     non_negative,
     one_of,
-    positive_int,
     resolve_options,
     unknown_key,
     unknown_name,
@@ -49,12 +49,18 @@ SPEC_VERSION = 1
 
 # Scalar job fields: name -> Param. Fields without a default are required.
 REQUIRED = object()
+MAX_LATENT = 4096
+MAX_DATA_BYTES = 64 * 2**30  # a dataset is held in memory whole: refuse one larger than this
+MAX_JOBS = 100_000  # a sweep larger than this is refused before it is expanded
 SCALARS: dict[str, Param] = {
-    "latent_dim": positive_int(REQUIRED, "number of latent dimensions L"),
+    "latent_dim": Param(int, REQUIRED, "number of latent dimensions L", lambda v: 1 <= v <= MAX_LATENT,
+                        f"an integer in [1, {MAX_LATENT}]"),
     "alpha": non_negative(0.0, "weight of the divergence D(q(z), p(z))"),
     "beta": non_negative(1.0, "weight of KL(q(z|x) || p(z))"),
-    "epochs": positive_int(REQUIRED, "passes over the training set"),
-    "batch_size": positive_int(REQUIRED, "minibatch size B"),
+    "epochs": Param(int, REQUIRED, "passes over the training set", lambda v: 1 <= v <= 1_000_000,
+                    "an integer in [1, 1000000]"),
+    "batch_size": Param(int, REQUIRED, "minibatch size B", lambda v: 1 <= v <= 1_000_000,
+                        "an integer in [1, 1000000]"),
     "lr": Param(float, REQUIRED, "Adam learning rate", lambda v: 0 < v < 1, "in (0, 1)"),
     "dtype": one_of("float32", ("float32", "float64"), "floating-point precision of training"),
     "iwae_k": Param(int, 0, "importance samples for the IWAE estimate of log p(x) (0: skip)",
@@ -204,10 +210,32 @@ def validate_job(raw: dict[str, Any], seed: int) -> JobSpec:
         if name not in raw:
             raise SpecError(name, f"missing; a {kind} name or table, allowed names: {', '.join(sorted(schemas))}")
         values[name] = resolve_options(name, raw[name], kind, schemas)
+    _check_together(values)
     return JobSpec(**values)
 
 
+def _check_together(values: dict[str, Any]) -> None:
+    """What each field allows alone is not enough: refuse combinations that could only fail as jobs."""
+    from harness.datasets import planned_sizes
+
+    if values["prior"].name == "mixture" and values["latent_dim"] != 2:
+        raise SpecError("latent_dim", f"must be 2 with the mixture prior (its components are 2-D), got "
+                        f"{values['latent_dim']}")
+    dataset = values["dataset"]
+    train, test, shape = planned_sizes(dataset)
+    if train is not None and values["batch_size"] > train:
+        raise SpecError("batch_size", f"must be at most the training set's size ({train} examples of "
+                        f"{dataset.name} with these options), got {values['batch_size']}")
+    need = ((train or 0) + (test or 0)) * math.prod(shape) * (8 if values["dtype"] == "float64" else 4)
+    if need > MAX_DATA_BYTES:
+        hint = "a subset or a stride" + (", or float32" if values["dtype"] == "float64" else "")
+        raise SpecError("dataset", f"needs {need / 2**30:.0f} GiB in memory as {values['dtype']} (at most "
+                        f"{MAX_DATA_BYTES // 2**30} GiB): take {hint}")
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the read for ever
+        raise SpecError("-", "is not a regular file", str(path))
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -307,6 +335,10 @@ def _expand(doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, str]]]:
             origin[key] = label
         return job, origin
 
+    count = sum(math.prod(len(v) for v in flat.values()) for _, flat in grids if flat) + len(explicit)
+    if count > MAX_JOBS:
+        raise SpecError("grid", f"expands to {count:,} settings; at most {MAX_JOBS:,} per sweep file (split the "
+                        "sweep, or cross fewer values)")
     settings = []
     for label, flat in grids:
         if not flat:  # an empty [grid] table, as before [[grid]]: [base] alone when there are no [[jobs]]

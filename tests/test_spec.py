@@ -288,3 +288,22 @@ def test_a_sweep_name_never_leaves_the_store(tmp_path, name):
 def test_a_good_sweep_name_is_kept():
     path = ROOT / "sweeps" / "demo" / "clustering.toml"
     assert load_sweep(path).name == "clustering_demo"
+
+
+def test_a_huge_grid_is_refused_before_it_is_expanded(tmp_path):
+    values = ", ".join(str(v) for v in range(100))
+    path = tmp_path / "huge.toml"
+    path.write_text(BASE.format(prior='"sparse"') + f"\n[grid]\nalpha = [{values}]\nbeta = [{values}]\n"
+                    f"lr = [{', '.join(str(1e-4 * (i + 1)) for i in range(100))}]\n")
+    with pytest.raises(SpecError) as error:  # counted, not expanded: 10^5 expanded settings took 108 s
+        load_sweep(path)
+    assert error.value.key == "grid" and "1,000,000 settings" in error.value.message
+
+
+def test_a_fifo_is_refused_not_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "sweep.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecError, match="is not a regular file"):
+        load_sweep(fifo)

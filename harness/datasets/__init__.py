@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness.datasets import dsprites, fashion_mnist, mnist, pinwheel, rotated_mnist, shapes2d
@@ -114,6 +115,30 @@ def take_subset(x: torch.Tensor, y: torch.Tensor, n: int, mode: str, factors=Non
 
 
 @lru_cache(maxsize=4)
+def planned_sizes(options: Options) -> tuple[int, int | None, tuple[int, ...]]:
+    """(training examples, test examples, example shape) that loading `options` gives, known without
+    loading; the training count is None where only loading can tell (Rotated-MNIST's task-specific mode
+    keeps the images of one angle, about a fifth)."""
+    entry = DATASETS[options.name]
+    train, test, shape = entry.train_size, entry.test_size, entry.example_shape
+    if "size" in dict(options.params):
+        shape = (shape[0], options["size"], options["size"])
+    if options.name == "pinwheel":
+        train, test = 4 * options["n_train"], 4 * options["n_test"]
+    elif options.name in ("shapes2d", "dsprites"):
+        train = int(np.prod(shapes2d.kept_sizes(options.get("stride", 1))))
+        test = min(shapes2d.TEST_SIZE, train)
+    elif options.name == "rotated_mnist" and options.get("mode", "flattened") != "flattened":
+        return None, test, shape
+    subset, test_subset = options.get("subset", 0), options.get("test_subset", 0)
+    if subset:
+        per = len(entry.class_names) if options.get("subset_mode", "first") == "stratified" else 1
+        train = min(train, subset * per)
+    if test_subset:
+        test = min(test, test_subset)
+    return train, test, shape
+
+
 def load_dataset(options: Options, root: str | None, device: str, dtype: str) -> Dataset:
     """Load once per process (cached): the tensors live on `device` in `dtype`."""
     entry = DATASETS.get(options.name)
