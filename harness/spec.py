@@ -416,11 +416,19 @@ def plan_packs(jobs: list[JobSpec] | tuple[JobSpec, ...], max_pack: int) -> list
     return packs
 
 
-def job_summary(job: JobSpec) -> dict[str, Any]:
-    """The swept parameters as flat typed values (for tables and the store's typed columns)."""
-    return {"dataset": job.dataset.name, "arch": job.arch, "prior": job.prior.name,
-            "gamma": job.prior.get("gamma"), "df": job.prior.get("df"), "alpha": job.alpha, "beta": job.beta,
-            "latent_dim": job.latent_dim, "epochs": job.epochs, "batch_size": job.batch_size, "lr": job.lr,
-            "seed": job.seed}
+def job_summary(job: JobSpec | dict[str, Any]) -> dict[str, Any]:
+    """The swept parameters as flat values (for tables and the store's typed columns), from a JobSpec or
+    from its to_dict() as a shard stores it. A stored spec is read as it is, never validated again: an
+    old shard must ingest whatever today's registries and rules say."""
+    spec = job.to_dict() if isinstance(job, JobSpec) else job
+
+    def name(value) -> str:
+        return value["name"] if isinstance(value, dict) else str(value)
+
+    prior = spec["prior"] if isinstance(spec["prior"], dict) else {}
+    return {"dataset": name(spec["dataset"]), "arch": spec["arch"], "prior": name(spec["prior"]),
+            "gamma": prior.get("gamma"), "df": prior.get("df"), "alpha": spec["alpha"], "beta": spec["beta"],
+            "latent_dim": spec["latent_dim"], "epochs": spec["epochs"], "batch_size": spec["batch_size"],
+            "lr": spec["lr"], "seed": spec["seed"]}
 
 

@@ -68,5 +68,17 @@ def test_shard_statuses_are_read_without_the_database(tmp_path):
     result = a_result(status="diverged")
     store.write_shard(result)
     assert json.loads(store.shard_path(result["job_id"]).read_text())["status"] == "diverged"
-    assert store.shard_statuses([result["job_id"], "missing"]) == {result["job_id"]: "diverged"}
+    assert store.shard_statuses([result["job_id"], "0" * 16]) == {result["job_id"]: "diverged"}
     assert not store.path.exists()
+
+
+def test_a_shard_ingests_whatever_todays_rules_say(tmp_path):
+    """Ingest reads a stored spec as it is: a shard whose spec today's validation would refuse (here a
+    batch larger than its data, and a prior no registry knows) still ingests."""
+    store = Store(tmp_path / "h.duckdb")
+    result = a_result()
+    result["spec"] = {**result["spec"], "batch_size": 10**6, "prior": {"name": "retired_prior", "gamma": 0.5}}
+    with store.connect() as con:
+        ingest_result(con, result)
+        rows = con.execute("SELECT prior, gamma, batch_size FROM jobs").fetchall()
+    assert rows == [("retired_prior", 0.5, 10**6)]

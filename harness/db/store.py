@@ -215,10 +215,10 @@ def _register(con, name, path, description, toml, job_ids) -> None:
 
 def ingest_result(con, result: dict[str, Any]) -> None:
     """Insert one shard's rows, replacing whatever the job had: ingesting twice changes nothing."""
-    from harness.spec import JobSpec, job_summary
+    from harness.spec import job_summary
 
     job_id = result["job_id"]
-    summary = job_summary(JobSpec.from_dict(result["spec"]))
+    summary = job_summary(result["spec"])
     con.execute("BEGIN TRANSACTION")
     try:
         for table in ("jobs", "epochs", "metrics", "dim_stats", "points", "artifacts"):
