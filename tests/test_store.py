@@ -82,3 +82,51 @@ def test_a_shard_ingests_whatever_todays_rules_say(tmp_path):
         ingest_result(con, result)
         rows = con.execute("SELECT prior, gamma, batch_size FROM jobs").fetchall()
     assert rows == [("retired_prior", 0.5, 10**6)]
+
+
+def _bad_shards(store: Store) -> dict[str, str]:
+    """Three shards that cannot be ingested, each as a worker or a disk might leave it: job id -> why."""
+    truncated, garbled, overflow = a_result(11), a_result(12), a_result(13)
+    store.write_shard(truncated)
+    text = store.shard_path(truncated["job_id"]).read_text()
+    store.shard_path(truncated["job_id"]).write_text(text[: len(text) // 2])
+    store.write_shard(garbled)
+    store.shard_path(garbled["job_id"]).write_text("\x00\x17 not json")
+    overflow["spec"] = {**overflow["spec"], "batch_size": 3_000_000_000}
+    store.write_shard(overflow)
+    return {truncated["job_id"]: "not JSON", garbled["job_id"]: "not JSON",
+            overflow["job_id"]: "spec.batch_size = 3000000000 does not fit"}
+
+
+def test_bad_shards_are_set_aside_and_the_rest_rebuilds(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    store = Store(tmp_path / "h.duckdb")
+    good = [a_result(1), a_result(2)]
+    for result in good:
+        store.write_shard(result)
+    bad = _bad_shards(store)
+    result = CliRunner().invoke(app, ["db", "rebuild", "--store", str(store.path)])
+    assert result.exit_code == 0, result.output
+    assert "0 sweeps, 2 jobs" in result.output
+    for job_id, reason in bad.items():
+        assert job_id in result.stderr and reason in result.stderr
+        assert not store.shard_path(job_id).exists()
+    kept = sorted(p.name for p in (tmp_path / "quarantine").iterdir())
+    assert len(kept) == 6 and sum(name.endswith(".reason") for name in kept) == 3
+    with store.reader() as con:
+        assert {r[0] for r in con.execute("SELECT job_id FROM jobs").fetchall()} == {g["job_id"] for g in good}
+
+
+def test_a_shard_gone_bad_after_ingest_makes_its_job_not_done(tmp_path):
+    store = Store(tmp_path / "h.duckdb")
+    result = a_result(5)
+    store.write_shard(result)
+    assert store.ingest_shards([result["job_id"]]) == 1
+    store.shard_path(result["job_id"]).write_text("{")  # the truth is now unreadable
+    assert store.ingest_shards([result["job_id"]]) == 0
+    assert store.statuses([result["job_id"]]) == {} and store.shard_statuses([result["job_id"]]) == {}
+    assert [why for _, _, why in store.quarantined] == ["not JSON (Expecting property name enclosed in double "
+                                                        "quotes at line 1, column 2; truncated?)"]

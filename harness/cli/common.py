@@ -36,3 +36,10 @@ def data_root_str(root: Path | None) -> str | None:
     return str(root)
 
 
+
+
+def report_quarantined(store) -> None:
+    """One line per shard that could not be ingested and was set aside (its job counts as not done)."""
+    for shard, target, reason in store.quarantined:
+        errors.print(f"[yellow]set aside[/] {escape(str(shard))}: {escape(reason)} (moved to {escape(str(target))}; "
+                     "its job will run again)", highlight=False, soft_wrap=True)

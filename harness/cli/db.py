@@ -11,7 +11,7 @@ import duckdb
 import typer
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, StoreOption, console, fail
+from harness.cli.common import DEFAULT_STORE, StoreOption, console, fail, report_quarantined
 from harness.db.store import ReadOnlyError, Store, StoreLocked, rebuild, run_query
 
 app = typer.Typer(help="Query the store with SQL (read-only) and rebuild it from the job shards.",
@@ -88,8 +88,10 @@ def rebuild_command(store: StoreOption = DEFAULT_STORE) -> None:
     """
     if not (Path(store).parent / "jobs").exists() and not (Path(store).parent / "sweeps").exists():
         fail(f"no shards next to {store} (expected {Path(store).parent / 'jobs'})")
+    the_store = Store(store)
     try:
-        sweeps, jobs = rebuild(Store(store))
+        sweeps, jobs = rebuild(the_store)
     except StoreLocked as exc:
         fail(str(exc))
     console.print(f"rebuilt {store}: {sweeps} sweeps, {jobs} jobs")
+    report_quarantined(the_store)

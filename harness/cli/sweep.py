@@ -10,7 +10,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
+from harness.cli.common import (
+    DEFAULT_STORE,
+    DataRootOption,
+    StoreOption,
+    console,
+    data_root_str,
+    fail,
+    report_quarantined,
+)
 from harness.db.store import Store, StoreLocked
 from harness.numerics import NUMERICS_VERSION
 from harness.schema import SpecError
@@ -132,6 +140,8 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
         stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
     except StoreLocked as exc:
         fail(str(exc))
+    report_quarantined(the_store)
+    the_store.quarantined.clear()
     rerun = {"failed", "diverged"} if retry_failed else set()
     todo = [j for j in sweep.jobs if statuses.get(j.job_id) is None or statuses[j.job_id] in rerun]
     skipped = len(sweep.jobs) - len(todo)
@@ -168,6 +178,7 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
         console.print(f"interrupted: {done} of {len(ids)} jobs are done and stored; run the same command to "
                       "continue")
         raise typer.Exit(130) from None
+    report_quarantined(the_store)
     final = the_store.statuses([j.job_id for j in todo])
     counts = {k: sum(1 for j in todo if final.get(j.job_id) == k) for k in ("done", "failed", "diverged")}
     console.print(f"finished in {time.time() - started:.0f} s: {counts['done']} done, {counts['failed']} failed, "

@@ -27,6 +27,7 @@ import duckdb
 
 from harness.db.migrations import current, migrate
 from harness.numerics import NUMERICS_VERSION
+from harness.shards import ShardError, read_shard
 
 JOB_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -57,6 +58,7 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.root = self.path.parent
+        self.quarantined: list[tuple[Path, Path, str]] = []  # (shard, where it went, why), this session
 
     def job_dir(self, job_id: str) -> Path:
         if not JOB_ID.fullmatch(job_id):
@@ -185,23 +187,67 @@ class Store:
         return path
 
     def shard_statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
-        """The status written in each existing shard, read without touching the database."""
+        """The status written in each existing, well-formed shard, read without touching the database
+        (a bad shard counts as no shard: its job is not done)."""
         found = {}
         for job_id in job_ids:
             path = self.shard_path(job_id)
             if path.exists():
-                found[job_id] = json.loads(path.read_text())["status"]
+                try:
+                    found[job_id] = read_shard(path)["status"]
+                except ShardError:
+                    continue
         return found
 
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move a shard that cannot be ingested to quarantine/, with its reason beside it; its job then
+        counts as not done, and the next `sweep run` trains it again."""
+        folder = self.root / "quarantine"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{path.parent.name}-{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        os.replace(path, target)
+        target.with_name(target.name + ".reason").write_text(f"{path}: {reason}\n")
+        self.quarantined.append((path, target, reason))
+        return target
+
+    def read_shards(self, paths: Iterable[Path]) -> list[dict[str, Any]]:
+        """The well-formed shards among `paths`; each bad one is quarantined (see `quarantined`)."""
+        good = []
+        for path in paths:
+            try:
+                good.append(read_shard(path))
+            except ShardError as error:
+                self.quarantine(path, str(error))
+        return good
+
     def ingest_shards(self, job_ids: Iterable[str]) -> int:
-        """Ingest the shards that exist for `job_ids`; returns how many."""
-        shards = [self.shard_path(j) for j in job_ids]
-        results = [json.loads(p.read_text()) for p in shards if p.exists()]
-        if results:
-            with self.connect() as con:
-                for result in results:
-                    ingest_result(con, result)
-        return len(results)
+        """Ingest the shards that exist for `job_ids`, setting bad ones aside; returns how many ingested."""
+        before = len(self.quarantined)
+        results = self.read_shards(p for p in (self.shard_path(j) for j in job_ids) if p.exists())
+        if not results and len(self.quarantined) == before:
+            return 0
+        with self.connect() as con:
+            ingested = sum(self.ingest_checked(con, result) for result in results)
+            for shard, _, _ in self.quarantined[before:]:  # the shards are the truth: no shard, not done
+                _forget(con, shard.parent.name)
+        return ingested
+
+    def ingest_checked(self, con, result: dict[str, Any]) -> bool:
+        """Ingest one well-formed shard; one that the database still refuses is quarantined, not raised."""
+        try:
+            ingest_result(con, result)
+            return True
+        except duckdb.Error as exc:
+            self.quarantine(self.shard_path(result["job_id"]), f"the store refused it: {str(exc).splitlines()[0]}")
+            return False
+
+
+JOB_TABLES = ("jobs", "epochs", "metrics", "dim_stats", "points", "artifacts")
+
+
+def _forget(con, job_id: str) -> None:
+    for table in JOB_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
 
 
 def _register(con, name, path, description, toml, job_ids) -> None:
@@ -221,8 +267,7 @@ def ingest_result(con, result: dict[str, Any]) -> None:
     summary = job_summary(result["spec"])
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in ("jobs", "epochs", "metrics", "dim_stats", "points", "artifacts"):
-            con.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
+        _forget(con, job_id)
         con.execute(
             """INSERT INTO jobs (job_id, numerics, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta,
                 latent_dim, epochs, batch_size, lr, seed, status, error, failed_epoch, device, host, pack_id, pack_size,
@@ -306,13 +351,13 @@ def rebuild(store: Store) -> tuple[int, int]:
         for manifest in manifests:
             m = json.loads(manifest.read_text())
             _register(con, m["name"], m["path"], m["description"], m["toml"], m["job_ids"])
-        for shard in shards:
-            ingest_result(con, json.loads(shard.read_text()))
+        for shard in store.read_shards(shards):
+            store.ingest_checked(con, shard)
         for evaluation in sorted((store.root / "jobs").glob("*/eval/*.json")):  # after their jobs' results
             ingest_evaluation(con, json.loads(evaluation.read_text()))
     Path(f"{store.path}.wal").unlink(missing_ok=True)
     shutil.move(tmp, store.path)
-    return len(manifests), len(shards)
+    return len(manifests), len(shards) - len(store.quarantined)
 
 
 def open_read_only(path: str | Path):

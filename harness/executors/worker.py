@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.db.store import Store
+from harness.shards import FORMAT_VERSION
 from harness.spec import Pack
 from harness.train import JobResult, Progress, train_pack
 
@@ -46,7 +47,8 @@ def write_results(store: Store, results: list[JobResult], sweep: str) -> None:
     """One shard per job, with the facts about where and how it ran."""
     context = run_context()
     for result in results:
-        store.write_shard({**result.__dict__, **context, "sweep": sweep, "shard": str(store.shard_path(result.job_id))})
+        store.write_shard({**result.__dict__, **context, "format": FORMAT_VERSION, "sweep": sweep,
+                           "shard": str(store.shard_path(result.job_id))})
 
 
 def fail_missing(store: Store, pack: Pack, error: str, device: str, sweep: str) -> list[str]:

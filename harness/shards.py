@@ -1,0 +1,99 @@
+"""The shard format: one typed home for what a worker writes and the store reads.
+
+A shard is the JSON file jobs/<job_id>/result.json, the truth about one job's run (the database is an
+index that `harness db rebuild` recreates from the shards). Workers write FORMAT_VERSION; the store reads
+every version it has known. `read_shard` checks a shard against the format before anything of it is
+ingested, so that one truncated, garbled or out-of-range shard is set aside with its path and reason
+instead of blocking every `sweep run` and `db rebuild`. A shard's spec is read as it is, never validated
+again against today's registries: an old shard must always rebuild.
+
+Versions: 1 (no "format" key): the first release; 2: adds "format", "numerics", "dim_stats", "points"
+(a version-1 shard's "latent_stats" still ingests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 2
+STATUSES = ("done", "failed", "diverged")
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+
+
+class ShardError(ValueError):
+    """A shard that cannot be ingested; the message says why."""
+
+
+def _require(ok: bool, reason: str) -> None:
+    if not ok:
+        raise ShardError(reason)
+
+
+def _integer(value: Any, key: str, bounds: tuple[int, int] = INT32, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    _require(isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}")
+    _require(bounds[0] <= value <= bounds[1], f"{key} = {value} does not fit its column ({bounds[0]} to "
+             f"{bounds[1]})")
+
+
+def _number(value: Any, key: str, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    _require(isinstance(value, int | float) and not isinstance(value, bool), f"{key} must be a number, got {value!r}")
+
+
+def check_shard(shard: Any, job_id: str | None = None) -> dict[str, Any]:
+    """Return `shard` if it follows the format (any known version), else raise ShardError with the reason."""
+    _require(isinstance(shard, dict), f"a shard is a JSON object, got {type(shard).__name__}")
+    version = shard.get("format", 1)
+    _require(version in (1, FORMAT_VERSION), f"unknown shard format {version!r} (this release reads 1 and "
+             f"{FORMAT_VERSION})")
+    for key in ("job_id", "spec", "status"):
+        _require(key in shard, f"missing key '{key}'")
+    _require(isinstance(shard["job_id"], str), "job_id must be a string")
+    _require(job_id is None or shard["job_id"] == job_id, f"job_id {shard['job_id']!r} in the folder of {job_id}")
+    _require(shard["status"] in STATUSES, f"status must be one of {', '.join(STATUSES)}, got {shard['status']!r}")
+    _integer(shard.get("numerics", 1), "numerics")
+    spec = shard["spec"]
+    _require(isinstance(spec, dict), "spec must be an object")
+    for key in ("dataset", "arch", "prior", "alpha", "beta", "latent_dim", "epochs", "batch_size", "lr", "seed"):
+        _require(key in spec, f"spec lacks '{key}'")
+    for key in ("latent_dim", "epochs", "batch_size"):
+        _integer(spec[key], f"spec.{key}")
+    _integer(spec["seed"], "spec.seed", INT64)
+    for key in ("alpha", "beta", "lr"):
+        _number(spec[key], f"spec.{key}")
+    _integer(shard.get("failed_epoch"), "failed_epoch", optional=True)
+    _integer(shard.get("pack_size", 1), "pack_size")
+    _integer(shard.get("peak_memory_bytes"), "peak_memory_bytes", INT64, optional=True)
+    for i, epoch in enumerate(shard.get("epochs", [])):
+        _require(isinstance(epoch, dict), f"epochs[{i}] must be an object")
+        _integer(epoch.get("epoch"), f"epochs[{i}].epoch")
+        for key in ("loss", "recon", "kl", "reg", "seconds", "samples_per_second"):
+            _number(epoch.get(key), f"epochs[{i}].{key}")
+    for i, metric in enumerate(shard.get("metrics", [])):
+        _require(isinstance(metric, dict) and isinstance(metric.get("name"), str)
+                 and isinstance(metric.get("split"), str), f"metrics[{i}] needs a split and a name")
+        _number(metric.get("value"), f"metrics[{i}].value")
+    for key in ("dim_stats", "latent_stats", "points", "artifacts"):
+        _require(isinstance(shard.get(key, []), list), f"{key} must be a list")
+    return shard
+
+
+def read_shard(path: Path) -> dict[str, Any]:
+    """The checked shard at `path`, or ShardError saying why it cannot be ingested."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ShardError(f"cannot be read ({exc})") from None
+    try:
+        shard = json.loads(text, parse_constant=lambda name: math.nan if name == "NaN" else float(name))
+    except json.JSONDecodeError as exc:
+        raise ShardError(f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}"
+                         f"{'; truncated?' if exc.pos >= len(text) - 1 else ''})") from None
+    return check_shard(shard, path.parent.name if path.name == "result.json" else None)
