@@ -15,13 +15,50 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from harness.numerics import NUMERICS_VERSION
 
 FORMAT_VERSION = 2
 STATUSES = ("done", "failed", "diverged")
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass
+class JobResult:
+    """What one job produced; its shard is to_dict() plus the facts of the run (host, versions, commit)."""
+
+    job_id: str
+    spec: dict[str, Any]
+    status: str  # "done" | "failed" | "diverged"
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # {split, name, value, metric, version}
+    dim_stats: list[dict[str, Any]] = field(default_factory=list)  # {split, metric, stat, dim, key, key_index, value}
+    points: list[dict[str, Any]] = field(default_factory=list)  # {split, metric, idx, x, y, value, label, factor}
+    error: str = ""
+    failed_epoch: int | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    wall_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    pack_id: str = ""
+    pack_size: int = 1
+    device: str = ""
+    artifacts: list[dict[str, str]] = field(default_factory=list)
+    numerics: int = NUMERICS_VERSION  # the computation that produced these numbers (harness.numerics)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, shard: dict[str, Any]) -> JobResult:
+        """The result in a checked shard of any known version (the facts of the run are left out)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in check_shard(shard).items() if k in known}
+        return cls(**values, numerics=shard.get("numerics", 1)) if "numerics" not in values else cls(**values)
 
 
 class ShardError(ValueError):

@@ -13,9 +13,8 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.distributions import Distribution
@@ -28,6 +27,7 @@ from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
 from harness.models.vae import PackedVAE, objective
 from harness.numerics import NUMERICS_VERSION
+from harness.shards import JobResult
 from harness.spec import JobSpec, Pack
 
 STREAMS = ("init", "data", "noise", "prior", "eval", "iwae")
@@ -53,30 +53,6 @@ class Progress:
     epochs: int = 0
     loss: float = math.nan
     status: str = ""
-
-
-@dataclass
-class JobResult:
-    """What one job produced; serialised as the job's shard."""
-
-    job_id: str
-    spec: dict[str, Any]
-    status: str  # "done" | "failed" | "diverged"
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    metrics: list[dict[str, Any]] = field(default_factory=list)  # {split, name, value, metric, version}
-    dim_stats: list[dict[str, Any]] = field(default_factory=list)  # {split, metric, stat, dim, key, key_index, value}
-    points: list[dict[str, Any]] = field(default_factory=list)  # {split, metric, idx, x, y, value, label, factor}
-    error: str = ""
-    failed_epoch: int | None = None
-    started: float = 0.0
-    finished: float = 0.0
-    wall_seconds: float = 0.0
-    peak_memory_bytes: int = 0
-    pack_id: str = ""
-    pack_size: int = 1
-    device: str = ""
-    artifacts: list[dict[str, str]] = field(default_factory=list)
-    numerics: int = NUMERICS_VERSION  # the computation that produced these numbers (harness.numerics)
 
 
 @dataclass

@@ -130,3 +130,15 @@ def test_a_shard_gone_bad_after_ingest_makes_its_job_not_done(tmp_path):
     assert store.statuses([result["job_id"]]) == {} and store.shard_statuses([result["job_id"]]) == {}
     assert [why for _, _, why in store.quarantined] == ["not JSON (Expecting property name enclosed in double "
                                                         "quotes at line 1, column 2; truncated?)"]
+
+
+def test_the_shard_format_round_trips_and_reads_version_1():
+    from harness.shards import FORMAT_VERSION, JobResult, check_shard
+
+    result = JobResult("0123456789abcdef", a_result()["spec"], "done", epochs=[{"epoch": 1, "loss": 1.0, "recon": 2.0,
+                       "kl": 3.0, "reg": 0.0, "seconds": 1.0, "samples_per_second": 5.0}], numerics=2)
+    shard = result.to_dict()
+    assert shard["format"] == FORMAT_VERSION and check_shard(shard) is shard
+    assert JobResult.from_dict(shard) == result
+    old = {k: v for k, v in a_result().items() if k not in ("format", "numerics")}  # as release 0.1.0 wrote it
+    assert JobResult.from_dict(old).numerics == 1

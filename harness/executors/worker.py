@@ -13,9 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.db.store import Store
-from harness.shards import FORMAT_VERSION
+from harness.shards import JobResult
 from harness.spec import Pack
-from harness.train import JobResult, Progress, train_pack
+from harness.train import Progress, train_pack
 
 
 @lru_cache(maxsize=1)
@@ -47,8 +47,8 @@ def write_results(store: Store, results: list[JobResult], sweep: str) -> None:
     """One shard per job, with the facts about where and how it ran."""
     context = run_context()
     for result in results:
-        store.write_shard({**result.__dict__, **context, "format": FORMAT_VERSION, "sweep": sweep,
-                           "shard": str(store.shard_path(result.job_id))})
+        shard = str(store.shard_path(result.job_id))
+        store.write_shard({**result.to_dict(), **context, "sweep": sweep, "shard": shard})
 
 
 def fail_missing(store: Store, pack: Pack, error: str, device: str, sweep: str) -> list[str]:
