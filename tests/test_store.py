@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import duckdb
+import pytest
 
 from harness.db.migrations import MIGRATIONS
 from harness.db.store import Store, ingest_result
@@ -142,3 +143,58 @@ def test_the_shard_format_round_trips_and_reads_version_1():
     assert JobResult.from_dict(shard) == result
     old = {k: v for k, v in a_result().items() if k not in ("format", "numerics")}  # as release 0.1.0 wrote it
     assert JobResult.from_dict(old).numerics == 1
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "folder"])
+def test_a_damaged_database_is_called_damaged_not_locked(tmp_path, damage):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    store = Store(tmp_path / "h.duckdb")
+    results = [a_result(1), a_result(2)]
+    for result in results:
+        store.write_shard(result)
+    store.ingest_shards([r["job_id"] for r in results])
+    store.path.unlink()
+    if damage == "folder":
+        store.path.mkdir()
+    else:
+        store.path.write_bytes(b"" if damage == "empty" else b"\x17garbage" * 500)
+    runner = CliRunner()
+    for args in (["db", "query", "SELECT 1"], ["sweep", "status"]):
+        result = runner.invoke(app, [*args, "--store", str(store.path)])
+        assert result.exit_code != 0 and "is damaged" in result.stderr and "in use" not in result.stderr, args
+        assert "harness db rebuild" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    rebuilt = runner.invoke(app, ["db", "rebuild", "--store", str(store.path)])
+    if damage == "folder":
+        assert rebuilt.exit_code != 0 and "is a folder, not a database" in rebuilt.stderr
+        return
+    assert rebuilt.exit_code == 0 and "2 jobs" in rebuilt.output, rebuilt.output
+    assert store.path.with_name("h.duckdb.damaged").exists()
+    assert set(store.statuses([r["job_id"] for r in results]).values()) == {"done"}
+
+
+def test_ingest_waits_for_a_reader_that_holds_the_database(tmp_path):
+    """A reader holding the file (as the README invites) must not kill a sweep: the driver keeps the
+    shards and ingests them once the file is free."""
+    import subprocess
+    import sys
+
+    store = Store(tmp_path / "h.duckdb")
+    first, second = a_result(1), a_result(2)
+    store.write_shard(first)
+    store.ingest_shards([first["job_id"]])
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
+                               f"con = duckdb.connect({str(store.path)!r}, read_only=True)\n"
+                               "print('holding', flush=True)\nsys.stdin.readline()\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        store.write_shard(second)
+        store.ingest_or_defer([second["job_id"]])  # must return, not raise
+        assert store.deferred == [second["job_id"]]
+    finally:
+        holder.communicate("\n", timeout=30)
+    store.ingest_or_defer([])
+    assert store.deferred == [] and store.statuses([second["job_id"]]) == {second["job_id"]: "done"}

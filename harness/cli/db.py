@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOption, console, fail, report_quarantined
-from harness.db.store import ReadOnlyError, Store, StoreLocked, rebuild, run_query
+from harness.db.store import ReadOnlyError, Store, StoreUnavailable, rebuild, run_query
 
 app = typer.Typer(help="Query the store with SQL (read-only) and rebuild it from the job shards.",
                   no_args_is_help=True)
@@ -46,7 +46,7 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
     try:
         Store(store).ensure_current()  # a store an older release wrote gains today's columns first
         columns, rows = run_query(store, sql, list(param or []))
-    except (ReadOnlyError, FileNotFoundError, StoreLocked) as exc:
+    except (ReadOnlyError, FileNotFoundError, StoreUnavailable) as exc:
         fail(str(exc), 2 if isinstance(exc, ReadOnlyError) else 1)
     except duckdb.Error as exc:
         fail(f"SQL error: {str(exc).splitlines()[0]}", 2)
@@ -91,7 +91,7 @@ def rebuild_command(store: StoreOption = DEFAULT_STORE) -> None:
     the_store = Store(store)
     try:
         sweeps, jobs = rebuild(the_store)
-    except StoreLocked as exc:
+    except StoreUnavailable as exc:
         fail(str(exc))
     console.print(f"rebuilt {store}: {sweeps} sweeps, {jobs} jobs")
     report_quarantined(the_store)

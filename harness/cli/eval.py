@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
-from harness.db.store import Store, StoreLocked
+from harness.db.store import Store, StoreUnavailable
 from harness.metrics.registry import METRICS
 
 
@@ -54,7 +54,7 @@ def evaluate(metric: Annotated[list[str], typer.Option(
         else:
             jobs = the_store.done_jobs(None if all_versions else NUMERICS_VERSION)
         todo = jobs if force else missing(the_store, jobs, metric)
-    except StoreLocked as exc:
+    except StoreUnavailable as exc:
         fail(str(exc))
     console.print(f"{len(jobs)} finished jobs, {len(todo)} to evaluate for {', '.join(metric)}")
     failed = 0

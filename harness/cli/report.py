@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
-from harness.db.store import Store, StoreLocked
+from harness.db.store import Store, StoreUnavailable
 from harness.numerics import NUMERICS_VERSION
 
 app = typer.Typer(help="Rebuild figures, claims and the HTML report from the store.", no_args_is_help=True)
@@ -34,7 +34,7 @@ def _open(store: Path, sweeps: list[str] | None) -> list[str]:
     try:
         Store(store).ensure_current()
         known = queries.sweeps(store)
-    except StoreLocked as exc:
+    except StoreUnavailable as exc:
         fail(str(exc))
     unknown = [s for s in sweeps or [] if s not in known]
     if unknown:

@@ -19,7 +19,7 @@ from harness.cli.common import (
     fail,
     report_quarantined,
 )
-from harness.db.store import Store, StoreLocked
+from harness.db.store import Store, StoreUnavailable
 from harness.numerics import NUMERICS_VERSION
 from harness.schema import SpecError
 from harness.spec import Sweep, job_summary, load_sweep, plan_packs
@@ -75,7 +75,7 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
     try:
         statuses = _statuses(the_store, sweep)
         stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
-    except StoreLocked as exc:
+    except StoreUnavailable as exc:
         fail(str(exc))
     devices = visible_devices(device)
     size = _pack_size(pack_size, devices)
@@ -138,7 +138,7 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
         the_store.ingest_shards([i for i in ids if the_store.shard_path(i).exists()])  # left by a killed run
         statuses = the_store.statuses(ids)
         stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
-    except StoreLocked as exc:
+    except StoreUnavailable as exc:
         fail(str(exc))
     report_quarantined(the_store)
     the_store.quarantined.clear()
@@ -179,7 +179,10 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
                       "continue")
         raise typer.Exit(130) from None
     report_quarantined(the_store)
-    final = the_store.statuses([j.job_id for j in todo])
+    if the_store.deferred:
+        console.print(f"{len(the_store.deferred)} finished jobs are in their shards but not yet in the database, "
+                      "which another process held; the next `harness sweep run` (or `harness db rebuild`) adds them")
+    final = {**the_store.shard_statuses(the_store.deferred), **the_store.statuses([j.job_id for j in todo])}
     counts = {k: sum(1 for j in todo if final.get(j.job_id) == k) for k in ("done", "failed", "diverged")}
     console.print(f"finished in {time.time() - started:.0f} s: {counts['done']} done, {counts['failed']} failed, "
                   f"{counts['diverged']} diverged")
@@ -226,7 +229,7 @@ def status(store: StoreOption = DEFAULT_STORE) -> None:
         fail(f"no store at {store}; run a sweep first or pass --store PATH")
     try:
         rows = Store(store).sweep_counts()
-    except StoreLocked as exc:
+    except StoreUnavailable as exc:
         fail(str(exc))
     table = Table(title=f"sweeps in {store}", title_justify="left")
     for column in ("sweep", "description", "jobs", "done", "failed", "diverged", "pending", "stale"):

@@ -32,8 +32,34 @@ from harness.shards import ShardError, read_shard
 JOB_ID = re.compile(r"[0-9a-f]{16}")
 
 
-class StoreLocked(RuntimeError):
+class StoreUnavailable(RuntimeError):
+    """The database cannot be opened now; the message says why and what to do."""
+
+
+class StoreLocked(StoreUnavailable):
     """Another process holds the database."""
+
+
+class StoreDamaged(StoreUnavailable):
+    """The database file cannot be opened as a DuckDB database (truncated, garbled, a folder)."""
+
+
+def _open(path: Path, read_only: bool, attempts: int):
+    """duckdb.connect, retried while another process holds the file's lock. A file that is not a
+    database is damaged, not locked: the shards still hold every result, and rebuild restores it."""
+    for attempt in range(attempts):
+        try:
+            if read_only:
+                return duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" not in text.lower():
+                raise StoreDamaged(f"{path} is damaged ({text.splitlines()[0].removeprefix('IO Error: ')}); "
+                                   f"`harness db rebuild --store {path}` restores it from the shards") from exc
+            if attempt == attempts - 1:
+                raise StoreLocked(f"{path} is in use by another process; try again in a moment") from exc
+            time.sleep(0.2)
 
 
 class ReadOnlyError(ValueError):
@@ -59,6 +85,7 @@ class Store:
         self.path = Path(path)
         self.root = self.path.parent
         self.quarantined: list[tuple[Path, Path, str]] = []  # (shard, where it went, why), this session
+        self.deferred: list[str] = []  # jobs whose shards wait to be ingested while the database is held
 
     def job_dir(self, job_id: str) -> Path:
         if not JOB_ID.fullmatch(job_id):
@@ -82,14 +109,7 @@ class Store:
     def connect(self, attempts: int = 50):
         """A writable connection, migrated; retried while another process holds the file."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for attempt in range(attempts):
-            try:
-                con = duckdb.connect(str(self.path))
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or attempt == attempts - 1:
-                    raise StoreLocked(f"{self.path} is in use by another process ({exc})") from exc
-                time.sleep(0.2)
+        con = _open(self.path, False, attempts)
         try:
             migrate(con)
             yield con
@@ -220,17 +240,29 @@ class Store:
                 self.quarantine(path, str(error))
         return good
 
-    def ingest_shards(self, job_ids: Iterable[str]) -> int:
+    def ingest_shards(self, job_ids: Iterable[str], attempts: int = 50) -> int:
         """Ingest the shards that exist for `job_ids`, setting bad ones aside; returns how many ingested."""
         before = len(self.quarantined)
         results = self.read_shards(p for p in (self.shard_path(j) for j in job_ids) if p.exists())
         if not results and len(self.quarantined) == before:
             return 0
-        with self.connect() as con:
+        with self.connect(attempts) as con:
             ingested = sum(self.ingest_checked(con, result) for result in results)
             for shard, _, _ in self.quarantined[before:]:  # the shards are the truth: no shard, not done
                 _forget(con, shard.parent.name)
         return ingested
+
+    def ingest_or_defer(self, job_ids: Iterable[str]) -> None:
+        """Ingest these jobs' shards (and any deferred before); while another process holds the database,
+        keep them for later instead of failing: the shards are on disk, so nothing is lost, and the next
+        call (or `sweep run`, or `db rebuild`) indexes them."""
+        waiting = self.deferred + [j for j in job_ids if j not in self.deferred]
+        try:
+            self.ingest_shards(waiting, attempts=5)
+        except StoreLocked:
+            self.deferred = waiting
+            return
+        self.deferred = []
 
     def ingest_checked(self, con, result: dict[str, Any]) -> bool:
         """Ingest one well-formed shard; one that the database still refuses is quarantined, not raised."""
@@ -340,7 +372,10 @@ def ingest_evaluation(con, shard: dict[str, Any]) -> None:
 
 
 def rebuild(store: Store) -> tuple[int, int]:
-    """Recreate the database from the shards and sweep manifests; returns (sweeps, jobs)."""
+    """Recreate the database from the shards and sweep manifests; returns (sweeps, jobs). A damaged
+    database file is kept beside the new one as <name>.damaged."""
+    if store.path.is_dir():
+        raise StoreDamaged(f"{store.path} is a folder, not a database: move it away, then rebuild")
     tmp = store.path.with_name(f".{store.path.name}.rebuild")
     for leftover in (tmp, Path(f"{tmp}.wal")):
         leftover.unlink(missing_ok=True)
@@ -355,8 +390,13 @@ def rebuild(store: Store) -> tuple[int, int]:
             store.ingest_checked(con, shard)
         for evaluation in sorted((store.root / "jobs").glob("*/eval/*.json")):  # after their jobs' results
             ingest_evaluation(con, json.loads(evaluation.read_text()))
+    if store.path.exists():
+        try:
+            _open(store.path, True, 25).close()
+        except StoreDamaged:
+            shutil.copyfile(store.path, store.path.with_name(store.path.name + ".damaged"))
     Path(f"{store.path}.wal").unlink(missing_ok=True)
-    shutil.move(tmp, store.path)
+    os.replace(tmp, store.path)
     return len(manifests), len(shards) - len(store.quarantined)
 
 
@@ -364,13 +404,7 @@ def open_read_only(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no store at {path}; run a sweep first or pass --store PATH")
-    for attempt in range(25):
-        try:
-            return duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or attempt == 24:
-                raise StoreLocked(f"{path} is in use by another process; try again in a moment") from exc
-            time.sleep(0.2)
+    return _open(path, True, 25)
 
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}

@@ -62,11 +62,13 @@ def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], d
             try:
                 kind, payload = events.get(timeout=1.0)
             except queue.Empty:
+                if store.deferred:  # the database was held by another process: try again now
+                    store.ingest_or_defer([])
                 for device, (process, _tasks, pack) in list(workers.items()):
                     if pack is not None and not process.is_alive():
                         error = f"worker process on {device} died (exit code {process.exitcode})"
                         ids = fail_missing(store, pack, error, device, sweep)
-                        store.ingest_shards(ids)
+                        store.ingest_or_defer(ids)
                         workers[device] = (*start(device), None)
                         hand_out(device)
                         yield PackEnded(ids)
@@ -74,11 +76,13 @@ def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], d
             if kind == "progress":
                 on_progress(payload)
             elif kind == "pack_done":
-                store.ingest_shards(payload)
+                store.ingest_or_defer(payload)
                 device = next(d for d, (_, _, p) in workers.items()
                               if p is not None and p.jobs[0].job_id == payload[0])
                 hand_out(device)
                 yield PackEnded(payload)
+        if store.deferred:
+            store.ingest_or_defer([])
     finally:
         for process, _tasks, _ in workers.values():
             if process.is_alive():

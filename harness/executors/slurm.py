@@ -74,7 +74,7 @@ def run_slurm(packs: list[Pack], store: Store, sweep: str, data_root: str | None
             # a task that died (time limit, node failure, out of memory) wrote no shards
             error = f"slurm task {task.job_id} ended in state {task.state} without a result"
             ids = fail_missing(store, packs[i], error, "slurm", sweep)
-            store.ingest_shards(ids)
+            store.ingest_or_defer(ids)
             for job_id in ids:
                 on_progress(Progress("end", job_id))
             yield PackEnded(ids)
