@@ -136,3 +136,19 @@ def test_workers_die_with_their_driver(tiny_sweep, tmp_path):
         while any(alive(w) for w in workers) and time.time() < deadline:
             time.sleep(0.1)
         assert not any(alive(w) for w in workers), "a worker outlived its driver"
+
+
+def test_a_second_driver_on_the_same_sweep_runs_nothing_twice(tiny_sweep, tmp_path):
+    sweep = tiny_sweep(name="twice", seeds="[1, 2]", epochs=2)  # 8 jobs
+    store = tmp_path / "store" / "harness.duckdb"
+    first = start(sweep, store)
+    head = first.stdout.readline()  # printed once the first driver holds its claims
+    assert "8 to run" in head, head
+    second = subprocess.run([*HARNESS, "sweep", "run", str(sweep), "--store", str(store)], capture_output=True,
+                            text=True, timeout=600)
+    output, _ = first.communicate(timeout=600)
+    output = head + output
+    assert first.returncode == 0 and second.returncode == 0, output + second.stdout + second.stderr
+    assert "8 jobs are being run by another driver" in second.stdout and "0 to run" in second.stdout
+    assert "finished in" in output and "8 done" in output
+    assert not list((store.parent / "claims").glob("*.json"))  # released when the run ended

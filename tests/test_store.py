@@ -198,3 +198,33 @@ def test_ingest_waits_for_a_reader_that_holds_the_database(tmp_path):
         holder.communicate("\n", timeout=30)
     store.ingest_or_defer([])
     assert store.deferred == [] and store.statuses([second["job_id"]]) == {second["job_id"]: "done"}
+
+
+def test_claims_keep_a_second_driver_off_running_jobs_and_stale_ones_are_taken_over(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    store = Store(tmp_path / "h.duckdb")
+    ids = [f"{i:016x}" for i in range(4)]
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        host = socket.gethostname()
+        (tmp_path / "claims").mkdir()
+        for job_id, owner in ((ids[0], {"pid": sleeper.pid, "host": host}), (ids[1], {"pid": dead.pid, "host": host}),
+                              (ids[2], {"pid": 1234, "host": "another-node"})):
+            store.claim_path(job_id).write_text(json.dumps(owner))
+        mine, others = store.claim(ids)
+        assert mine == [ids[1], ids[3]]  # the dead driver's claim is taken over; the free job claimed
+        assert set(others) == {ids[0], ids[2]} and others[ids[0]]["pid"] == sleeper.pid
+        assert json.loads(store.claim_path(ids[1]).read_text())["pid"] == os.getpid()
+        assert store.claim(ids)[0] == [ids[1], ids[3]]  # claiming again is idempotent
+        store.release(ids)
+        assert not store.claim_path(ids[1]).exists() and store.claim_path(ids[0]).exists()  # others' stay
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -143,11 +143,25 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     report_quarantined(the_store)
     the_store.quarantined.clear()
     rerun = {"failed", "diverged"} if retry_failed else set()
-    todo = [j for j in sweep.jobs if statuses.get(j.job_id) is None or statuses[j.job_id] in rerun]
-    skipped = len(sweep.jobs) - len(todo)
+    wanted = [j for j in sweep.jobs if statuses.get(j.job_id) is None or statuses[j.job_id] in rerun]
+    mine, others = the_store.claim([j.job_id for j in wanted])
+    try:
+        _run_claimed(the_store, sweep, [j for j in wanted if j.job_id in set(mine)], others, size, where, execute,
+                     ids, stale)
+    finally:
+        the_store.release(mine)
+
+
+def _run_claimed(the_store: Store, sweep: Sweep, todo, others, size, where, execute, ids, stale) -> None:
+    """The body of `sweep run` once this driver holds its jobs' claims."""
+    skipped = len(sweep.jobs) - len(todo) - len(others)
     packs = plan_packs(todo, size)
     console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
                   f"in {len(packs)} packs on {where}")
+    if others:
+        owners = sorted({f"pid {o.get('pid')} on {o.get('host')}" for o in others.values()})
+        console.print(f"{len(others)} jobs are being run by another driver ({', '.join(owners)}); this run leaves "
+                      "them to it (run the same command again later to pick up what it leaves)")
     if stale:
         console.print(f"{len(stale)} of them have results from an older numerics version, kept apart in the store "
                       f"(see `harness sweep status`); these runs are numerics {NUMERICS_VERSION}")

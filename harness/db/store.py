@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -115,6 +116,48 @@ class Store:
             yield con
         finally:
             con.close()
+
+    # -- claims: one driver per job ----------------------------------------------------------
+    def claim_path(self, job_id: str) -> Path:
+        return self.root / "claims" / f"{self.job_dir(job_id).name}.json"
+
+    def claim(self, job_ids: Iterable[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """Claim jobs for this process, so that a second driver on the same store does not run them too.
+        Returns (the ids now ours, id -> owner for those another live process holds). A claim whose owner
+        process is gone (same host, pid not running) is stale and taken over; one from another host is
+        respected, since its owner cannot be checked from here."""
+        folder = self.root / "claims"
+        folder.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        mine, others = [], {}
+        for job_id in job_ids:
+            path = self.claim_path(job_id)
+            for _ in range(2):
+                try:
+                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    owner = _read_owner(path)
+                    if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
+                        mine.append(job_id)
+                        break
+                    if owner.get("host") == me["host"] and not _running(owner.get("pid")):
+                        path.unlink(missing_ok=True)  # stale: its driver died; take it over
+                        continue
+                    others[job_id] = owner
+                    break
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(me, handle)
+                mine.append(job_id)
+                break
+        return mine, others
+
+    def release(self, job_ids: Iterable[str]) -> None:
+        """Drop this process's claims on `job_ids` (others' claims are left alone)."""
+        for job_id in job_ids:
+            path = self.claim_path(job_id)
+            owner = _read_owner(path)
+            if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+                path.unlink(missing_ok=True)
 
     def ensure_current(self) -> None:
         """Migrate an existing store that an older release wrote, so that readers see today's schema
@@ -272,6 +315,30 @@ class Store:
         except duckdb.Error as exc:
             self.quarantine(self.shard_path(result["job_id"]), f"the store refused it: {str(exc).splitlines()[0]}")
             return False
+
+
+def _read_owner(path: Path) -> dict[str, Any]:
+    try:
+        owner = json.loads(path.read_text())
+        return owner if isinstance(owner, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _running(pid: Any) -> bool:
+    """Whether process `pid` runs on this host (a zombie has exited)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):  # no /proc here, or it ended just now
+        return Path("/proc").is_dir() is False
 
 
 JOB_TABLES = ("jobs", "epochs", "metrics", "dim_stats", "points", "artifacts")
