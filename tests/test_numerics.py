@@ -49,7 +49,7 @@ def test_the_legacy_sweep_had_the_ids_of_the_old_store():
 def test_an_old_store_shows_its_jobs_as_stale_and_stays_queryable(old_store):
     status = invoke("sweep", "status", "--store", str(old_store))
     row = next(line for line in status.splitlines() if "legacy" in line)
-    assert [cell.strip() for cell in row.split("│")[3:9]] == ["2", "0", "0", "0", "0", "2"]  # jobs .. stale
+    assert [cell.strip() for cell in row.split("│")[3:10]] == ["2", "0", "0", "0", "0", "0", "2"]  # jobs .. stale
     plan = invoke("sweep", "plan", str(FIXTURES / "legacy.toml"), "--store", str(old_store))
     assert plan.count("stale") >= 3 and "2 of the pending jobs are stale" in plan
     assert "0 done" in plan
@@ -75,7 +75,7 @@ def test_run_trains_the_current_version_beside_the_old_one(old_store, tmp_path):
                                                                str(old_store))
     row = next(line for line in invoke("sweep", "status", "--store", str(old_store)).splitlines()
                if "legacy" in line)
-    assert [cell.strip() for cell in row.split("│")[3:9]] == ["2", "2", "0", "0", "0", "2"]
+    assert [cell.strip() for cell in row.split("│")[3:10]] == ["2", "2", "0", "0", "0", "0", "2"]
 
     # reports take the current version unless told otherwise
     out = tmp_path / "reports"

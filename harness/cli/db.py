@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOption, console, fail, report_quarantined
-from harness.db.store import ReadOnlyError, Store, StoreUnavailable, rebuild, run_query
+from harness.db.store import QueryInterrupted, ReadOnlyError, Store, StoreUnavailable, rebuild, run_query
 
 app = typer.Typer(help="Query the store with SQL (read-only) and rebuild it from the job shards.",
                   no_args_is_help=True)
@@ -32,7 +32,9 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
                                                           help="A value for each ? in the SQL, in order.")] = None,
           fmt: Annotated[Format, typer.Option("--format", "-f", help="How to write the result.")] = Format.table,
           out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the "
-                                                                       "terminal.")] = None) -> None:
+                                                                       "terminal.")] = None,
+          timeout: Annotated[float | None, typer.Option("--timeout", min=0.001, help="Stop the query after this "
+                                                        "many seconds.", show_default=False)] = None) -> None:
     """Run one read-only SQL statement against the store; writes are refused.
 
     Example: harness db query "SELECT alpha, beta, gamma, avg(hoyer) AS hoyer FROM runs GROUP BY ALL ORDER BY ALL"
@@ -45,7 +47,9 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
 
     try:
         Store(store).ensure_current()  # a store an older release wrote gains today's columns first
-        columns, rows = run_query(store, sql, list(param or []))
+        columns, rows = run_query(store, sql, list(param or []), timeout)
+    except QueryInterrupted as exc:
+        fail(str(exc), 130 if "interrupted" in str(exc) else 1)
     except (ReadOnlyError, FileNotFoundError, StoreUnavailable) as exc:
         fail(str(exc), 2 if isinstance(exc, ReadOnlyError) else 1)
     except duckdb.Error as exc:

@@ -19,7 +19,7 @@ from harness.cli.common import (
     fail,
     report_quarantined,
 )
-from harness.db.store import Store, StoreUnavailable
+from harness.db.store import Store, StoreUnavailable, StoreWriteError, SweepConflict
 from harness.numerics import NUMERICS_VERSION
 from harness.schema import SpecError
 from harness.spec import Sweep, job_summary, load_sweep, plan_packs
@@ -75,12 +75,13 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
     try:
         statuses = _statuses(the_store, sweep)
         stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
+        statuses |= {job_id: "running" for job_id in the_store.running(j.job_id for j in sweep.jobs
+                                                                        if j.job_id not in statuses)}
     except StoreUnavailable as exc:
         fail(str(exc))
     devices = visible_devices(device)
     size = _pack_size(pack_size, devices)
-    todo = [j for j in sweep.jobs if statuses.get(j.job_id) is None]
-    packs = plan_packs(todo, size)
+    packs = plan_packs([j for j in sweep.jobs if statuses.get(j.job_id) is None], size)
     pack_of = {job.job_id: i + 1 for i, pack in enumerate(packs) for job in pack.jobs}
     table = Table(title=f"sweep {sweep.name}: {sweep.description}", title_justify="left")
     columns = ["job_id", "dataset", "prior", "gamma", "alpha", "beta", "seed", "epochs", "status", "pack"]
@@ -95,10 +96,10 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
                       str(pack_of.get(job.job_id, "")))
     console.print(table)
     counts = {k: sum(1 for j in sweep.jobs if statuses.get(j.job_id, "pending") == k)
-              for k in ("done", "failed", "diverged", "pending")}
+              for k in ("done", "failed", "diverged", "running", "pending")}
     console.print(f"{len(sweep.jobs)} jobs: {counts['done']} done, {counts['failed']} failed, "
-                  f"{counts['diverged']} diverged, {counts['pending']} pending -> {len(packs)} packs of at most "
-                  f"{size} on {', '.join(devices)}")
+                  f"{counts['diverged']} diverged, " + (f"{counts['running']} running, " if counts["running"] else "")
+                  + f"{counts['pending']} pending -> {len(packs)} packs of at most {size} on {', '.join(devices)}")
     if stale:
         console.print(f"{len(stale)} of the pending jobs are stale: the store has their results from an older "
                       f"numerics version (kept; `harness sweep run` trains numerics {NUMERICS_VERSION} beside them)")
@@ -134,12 +135,16 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
                                      sweep.name, root)
     ids = [j.job_id for j in sweep.jobs]
     try:
-        the_store.register_sweep(sweep.name, sweep.path, sweep.description, Path(sweep.path).read_text(), ids)
+        added = the_store.register_sweep(sweep.name, sweep.path, sweep.description, Path(sweep.path).read_text(), ids)
         the_store.ingest_shards([i for i in ids if the_store.shard_path(i).exists()])  # left by a killed run
         statuses = the_store.statuses(ids)
         stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
-    except StoreUnavailable as exc:
+    except SweepConflict as exc:
+        fail(str(exc), 2)
+    except (StoreUnavailable, StoreWriteError) as exc:
         fail(str(exc))
+    if added:
+        console.print(f"sweep {sweep.name} now lists {added} jobs that it did not list before (its file changed)")
     report_quarantined(the_store)
     the_store.quarantined.clear()
     rerun = {"failed", "diverged"} if retry_failed else set()
@@ -166,6 +171,7 @@ def _run_claimed(the_store: Store, sweep: Sweep, todo, others, size, where, exec
         console.print(f"{len(stale)} of them have results from an older numerics version, kept apart in the store "
                       f"(see `harness sweep status`); these runs are numerics {NUMERICS_VERSION}")
     if not todo:
+        _failed_waiting(the_store, ids)
         return
     started = time.time()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -202,7 +208,15 @@ def _run_claimed(the_store: Store, sweep: Sweep, todo, others, size, where, exec
                   f"{counts['diverged']} diverged")
     for job_id, error in the_store.errors([j.job_id for j in todo]):
         console.print(f"  {job_id}: {error}", highlight=False)
-    if counts["failed"]:
+    _failed_waiting(the_store, ids)
+
+
+def _failed_waiting(store: Store, ids: list[str]) -> None:
+    """Exit 1 while any job of the sweep is failed, saying how many wait for --retry-failed: a sweep with
+    failed jobs is not finished, however this run went."""
+    failed = [job_id for job_id, status in store.statuses(ids).items() if status == "failed"]
+    if failed:
+        console.print(f"{len(failed)} failed jobs of this sweep wait for `--retry-failed`")
         raise typer.Exit(1)
 
 
@@ -246,7 +260,7 @@ def status(store: StoreOption = DEFAULT_STORE) -> None:
     except StoreUnavailable as exc:
         fail(str(exc))
     table = Table(title=f"sweeps in {store}", title_justify="left")
-    for column in ("sweep", "description", "jobs", "done", "failed", "diverged", "pending", "stale"):
+    for column in ("sweep", "description", "jobs", "done", "failed", "diverged", "running", "pending", "stale"):
         table.add_column(column, justify="left" if column in ("sweep", "description") else "right")
     for row in rows:
         table.add_row(*[str(v) for v in row])

@@ -41,6 +41,10 @@ class StoreLocked(StoreUnavailable):
     """Another process holds the database."""
 
 
+class SweepConflict(ValueError):
+    """Another sweep file already uses this sweep name in the store."""
+
+
 class StoreDamaged(StoreUnavailable):
     """The database file cannot be opened as a DuckDB database (truncated, garbled, a folder)."""
 
@@ -63,18 +67,32 @@ def _open(path: Path, read_only: bool, attempts: int):
             time.sleep(0.2)
 
 
+class QueryInterrupted(RuntimeError):
+    """A query stopped by Ctrl-C or its timeout."""
+
+
 class ReadOnlyError(ValueError):
     """A statement that would write was given to a read-only query."""
 
 
+class StoreWriteError(OSError):
+    """A file of the store could not be written (disk full, read-only, permissions); nothing half-written
+    is left behind."""
+
+
 def atomic_write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write JSON to `path` through a temporary file and a rename: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as handle:
+            json.dump(payload, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreWriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _timestamp(seconds: float | None):
@@ -151,6 +169,15 @@ class Store:
                 break
         return mine, others
 
+    def running(self, job_ids: Iterable[str]) -> set[str]:
+        """The jobs among `job_ids` that a live driver has claimed: running, or about to."""
+        found = set()
+        for job_id in job_ids:
+            owner = _read_owner(self.claim_path(job_id))
+            if owner and (owner.get("host") != socket.gethostname() or _running(owner.get("pid"))):
+                found.add(job_id)
+        return found
+
     def release(self, job_ids: Iterable[str]) -> None:
         """Drop this process's claims on `job_ids` (others' claims are left alone)."""
         for job_id in job_ids:
@@ -171,12 +198,30 @@ class Store:
             pass
 
     # -- sweeps -------------------------------------------------------------------------------
-    def register_sweep(self, name: str, path: str, description: str, toml: str, job_ids: list[str]) -> None:
-        """Record the sweep and its job list (database and manifest file)."""
+    def register_sweep(self, name: str, path: str, description: str, toml: str, job_ids: list[str]) -> int:
+        """Record the sweep and its job list (database and manifest file); returns how many of the jobs
+        the sweep did not list before (0 for a new sweep). A sweep of the same name from another file
+        with another text and other jobs is refused (SweepConflict): it would silently replace the first
+        one's list."""
+        manifest = self.sweep_manifest(name)
+        added = 0
+        if manifest.exists():
+            try:
+                before = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                before = {}
+            # the same file (perhaps edited), or the same text (perhaps moved or cloned elsewhere)
+            same = Path(before.get("path", "")).resolve() == Path(path).resolve() or before.get("toml") == toml
+            if not same and set(before.get("job_ids", [])) != set(job_ids):
+                raise SweepConflict(f"{path}: sweep name '{name}' is already used in this store by "
+                                    f"{before.get('path')} with other jobs; give this file another [sweep] name")
+            if before.get("toml") != toml:
+                added = len(set(job_ids) - set(before.get("job_ids", [])))
         atomic_write_json(self.sweep_manifest(name), {"name": name, "path": path, "description": description,
                                                       "toml": toml, "job_ids": job_ids})
         with self.connect() as con:
             _register(con, name, path, description, toml, job_ids)
+        return added
 
     @contextmanager
     def reader(self):
@@ -224,24 +269,31 @@ class Store:
             return con.execute("""SELECT job_id, error FROM jobs WHERE list_contains(?, job_id)
                                   AND status IN ('failed', 'diverged') ORDER BY job_id""", [list(job_ids)]).fetchall()
 
-    def sweep_counts(self) -> list[tuple[str, str, int, int, int, int, int, int]]:
-        """(sweep, description, total, done, failed, diverged, pending, stale) for every sweep in the store.
+    def sweep_counts(self) -> list[tuple[str, str, int, int, int, int, int, int, int]]:
+        """(sweep, description, total, done, failed, diverged, running, pending, stale) for every sweep in the
+        store.
 
-        done, failed and diverged count the current numerics version only; stale counts the sweep's
-        rows stored under an older one (kept and queryable, but not current results).
+        done, failed and diverged count the current numerics version only; running counts the jobs without
+        a result that a live driver has claimed, pending the others; stale counts the sweep's rows stored
+        under an older numerics version (kept and queryable, but not current results).
         """
         self.ensure_current()
         with self.reader() as con:
-            return con.execute("""
+            rows = con.execute("""
                 SELECT s.name, s.description, count(sj.job_id) AS total,
                     count(*) FILTER (WHERE j.status = 'done' AND j.numerics = $v) AS done,
                     count(*) FILTER (WHERE j.status = 'failed' AND j.numerics = $v) AS failed,
                     count(*) FILTER (WHERE j.status = 'diverged' AND j.numerics = $v) AS diverged,
-                    count(*) FILTER (WHERE j.status IS NULL) AS pending,
+                    coalesce(list(sj.job_id) FILTER (WHERE j.status IS NULL AND sj.job_id IS NOT NULL), []),
                     (SELECT count(*) FROM jobs o WHERE o.sweep = s.name AND o.numerics < $v) AS stale
                 FROM sweeps s LEFT JOIN sweep_jobs sj ON sj.sweep = s.name
                     LEFT JOIN jobs j ON j.job_id = sj.job_id
                 GROUP BY s.name, s.description ORDER BY s.name""", {"v": NUMERICS_VERSION}).fetchall()
+        counts = []
+        for name, description, total, done, failed, diverged, waiting, stale in rows:
+            running = len(self.running(waiting))
+            counts.append((name, description, total, done, failed, diverged, running, len(waiting) - running, stale))
+        return counts
 
     # -- shards -------------------------------------------------------------------------------
     def write_shard(self, result: dict[str, Any]) -> Path:
@@ -477,9 +529,35 @@ def open_read_only(path: str | Path):
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}
 
 
-def run_query(path: str | Path, sql: str, params: list[Any] | None = None):
-    """Run one read-only statement; returns (column names, rows). Writes are refused before running."""
+def _interrupt(cursor, worker) -> None:
+    """Stop the statement running on `cursor` in `worker` and wait for the thread to end (asking again
+    while it runs: a request that lands between two steps of the statement is not seen)."""
+    while worker.is_alive():
+        try:
+            cursor.interrupt()
+        except duckdb.Error:
+            pass
+        worker.join(0.1)
+
+
+def run_query(path: str | Path, sql: str, params: list[Any] | None = None, timeout: float | None = None):
+    """Run one read-only statement; returns (column names, rows). Writes are refused before running.
+
+    The statement runs in a thread so that Ctrl-C (KeyboardInterrupt here) and `timeout` seconds can
+    interrupt it (QueryInterrupted); the connection is closed either way."""
+    import threading
+
     con = open_read_only(path)
+    cursor = con.cursor()  # the query's own connection, so that this thread may interrupt it
+    outcome: dict[str, Any] = {}
+
+    def execute() -> None:
+        try:
+            cursor.execute(sql, params or [])
+            outcome["result"] = ([d[0] for d in cursor.description], cursor.fetchall())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
     try:
         statements = con.extract_statements(sql)
         if len(statements) != 1:
@@ -487,8 +565,24 @@ def run_query(path: str | Path, sql: str, params: list[Any] | None = None):
         kind = statements[0].type.name
         if kind not in READ_STATEMENTS:
             raise ReadOnlyError(f"the store is read-only here: only SELECT statements run, this one is {kind}")
-        cursor = con.execute(sql, params or [])
-        columns = [d[0] for d in cursor.description]
-        return columns, cursor.fetchall()
+        worker = threading.Thread(target=execute, daemon=True)
+        worker.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while worker.is_alive():
+                worker.join(0.05)
+                if deadline is not None and time.monotonic() > deadline:
+                    _interrupt(cursor, worker)
+                    raise QueryInterrupted(f"the query ran past --timeout {timeout:g} s and was stopped")
+        except KeyboardInterrupt:
+            _interrupt(cursor, worker)
+            raise QueryInterrupted("the query was interrupted") from None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
     finally:
-        con.close()
+        for closable in (cursor, con):
+            try:
+                closable.close()
+            except duckdb.Error:  # still marked busy after an interrupted statement; dropped all the same
+                pass

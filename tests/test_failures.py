@@ -1,0 +1,103 @@
+"""Failures must not look like success, and mistakes get one line: failed jobs keep a sweep unfinished,
+running jobs show as running, a full disk leaves nothing half-written, a query can be stopped, and a
+second file under the same sweep name is refused."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.db.store import Store, StoreWriteError, atomic_write_json, ingest_result
+from harness.spec import load_sweep
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def stored(tmp_path, tiny_sweep, failed: int = 1):
+    """The tiny sweep's 4 jobs already in a store: `failed` of them failed, the rest done (no training)."""
+    path = tiny_sweep()
+    sweep = load_sweep(path)
+    store = Store(tmp_path / "store" / "harness.duckdb")
+    store.register_sweep(sweep.name, sweep.path, sweep.description, path.read_text(), [j.job_id for j in sweep.jobs])
+    with store.connect() as con:
+        for i, job in enumerate(sweep.jobs):
+            ingest_result(con, {"job_id": job.job_id, "spec": job.to_dict(), "numerics": 2, "sweep": sweep.name,
+                                "status": "failed" if i < failed else "done", "error": "boom" if i < failed else ""})
+    return path, store, sweep
+
+
+def test_a_rerun_with_failed_jobs_says_so_and_exits_non_zero(tmp_path, tiny_sweep):
+    path, store, _ = stored(tmp_path, tiny_sweep)
+    result = invoke("sweep", "run", str(path), "--store", str(store.path))
+    assert result.exit_code == 1, result.output
+    assert "0 to run" in result.output and "1 failed jobs of this sweep wait for `--retry-failed`" in result.output
+
+
+def test_status_and_plan_show_claimed_jobs_as_running(tmp_path, tiny_sweep):
+    path = tiny_sweep()
+    sweep = load_sweep(path)
+    store = Store(tmp_path / "store" / "harness.duckdb")
+    store.register_sweep(sweep.name, sweep.path, "", path.read_text(), [j.job_id for j in sweep.jobs])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (store.root / "claims").mkdir()
+        store.claim_path(sweep.jobs[0].job_id).write_text(f'{{"pid": {sleeper.pid}, "host": "{os.uname().nodename}"}}')
+        status = invoke("sweep", "status", "--store", str(store.path)).output
+        row = next(line for line in status.splitlines() if sweep.name in line)
+        assert [c.strip() for c in row.split("│")[3:10]] == ["4", "0", "0", "0", "1", "3", "0"]
+        plan = invoke("sweep", "plan", str(path), "--store", str(store.path)).output
+        assert "1 running, 3 pending -> 3 packs" in plan
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StoreWriteError, match="No space left on device"):
+        atomic_write_json(tmp_path / "jobs" / "x.json", {"a": 1})
+    assert list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_a_long_query_stops_at_its_timeout(tmp_path, tiny_sweep):
+    _, store, _ = stored(tmp_path, tiny_sweep)
+    result = invoke("db", "query", "SELECT count(*) FROM range(20000000) a, range(20000000) b WHERE a.range * b.range "
+                    "% 7 = 3", "--store", str(store.path), "--timeout", "0.5")
+    assert result.exit_code == 1 and "ran past --timeout 0.5 s" in result.stderr
+
+
+def test_a_second_file_under_the_same_sweep_name_is_refused(tmp_path, tiny_sweep):
+    path, store, sweep = stored(tmp_path, tiny_sweep, failed=0)
+    other = tmp_path / "other" / "tiny.toml"
+    other.parent.mkdir()
+    other.write_text(path.read_text().replace("alpha = [0, 1000]", "alpha = [0, 10]"))
+    result = invoke("sweep", "run", str(other), "--store", str(store.path))
+    assert result.exit_code == 2
+    assert f"sweep name '{sweep.name}' is already used in this store by {path}" in result.stderr
+    assert len(store.statuses([j.job_id for j in sweep.jobs])) == 4  # the first sweep's list is untouched
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_long_query(tmp_path, tiny_sweep):
+    import signal
+    import time
+
+    _, store, _ = stored(tmp_path, tiny_sweep)
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "db", "query", "SELECT count(*) FROM "
+                                "range(20000000) a, range(20000000) b WHERE a.range * b.range % 7 = 3", "--store",
+                                str(store.path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # past the imports: the query is running
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and "the query was interrupted" in err, err
