@@ -101,3 +101,40 @@ def test_ctrl_c_stops_a_long_query(tmp_path, tiny_sweep):
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130 and "the query was interrupted" in err, err
+
+
+def test_mistakes_get_one_line(tmp_path, tiny_sweep):
+    path, store, _ = stored(tmp_path, tiny_sweep, failed=0)
+    cases = [
+        (["sweep", "run", str(path), "--store", "/proc/nowhere/h.duckdb"], 1, "cannot write /proc/nowhere"),
+        (["report", "figures", "--store", str(store.path), "--out", "/proc/nowhere"], 1, "--out /proc/nowhere"),
+        (["db", "query", "SELECT 1", "--store", str(store.path), "--out", "/proc/nowhere/t.csv"], 1, "cannot write"),
+        (["db", "query", "SELECT 1", "--store", str(store.path), "--out", str(tmp_path / "t.xlsx")], 2,
+         "cannot tell the format"),
+        (["db", "query", "SELECT alpah FROM runs", "--store", str(store.path)], 2, 'Candidate bindings: "alpha"'),
+        (["sweep", "plan", str(path), "--store", str(store.path), "--device", "gpu"], 2, "'gpu' is not one of"),
+    ]
+    for args, code, words in cases:
+        result = invoke(*args)
+        assert result.exit_code == code, (args, result.output, result.stderr)
+        text = result.stderr
+        assert words in text and "Traceback" not in text, (args, text)
+
+
+def test_version_and_format_from_the_extension(tmp_path, tiny_sweep):
+    from harness.numerics import NUMERICS_VERSION
+
+    assert f"numerics version {NUMERICS_VERSION}" in invoke("--version").output
+    _, store, _ = stored(tmp_path, tiny_sweep, failed=0)
+    out = tmp_path / "q.json"
+    result = invoke("db", "query", "SELECT job_id FROM runs", "--store", str(store.path), "--out", str(out))
+    assert result.exit_code == 0
+    assert out.read_text().startswith("[")
+
+
+def test_output_outside_a_terminal_keeps_whole_ids(tmp_path, tiny_sweep):
+    path, store, sweep = stored(tmp_path, tiny_sweep, failed=0)
+    env = {**os.environ, "COLUMNS": "60"}
+    plan = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "plan", str(path), "--store",
+                           str(store.path)], capture_output=True, text=True, env=env, timeout=120)
+    assert all(job.job_id in plan.stdout for job in sweep.jobs), plan.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from harness.cli import data, db, report, sweep
@@ -18,6 +20,22 @@ app.add_typer(db.app, name="db")
 app.add_typer(report.app, name="report")
 app.add_typer(data.app, name="data")
 app.command("eval")(evaluate)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        from harness.numerics import NUMERICS_VERSION
+
+        typer.echo(f"harness {version('harness')} (numerics version {NUMERICS_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                     help="Print the version and exit.")] = False) -> None:
+    """Run, store, query and plot structured-prior VAE experiments (Mathieu et al., ICML 2019)."""
 
 
 def main() -> None:

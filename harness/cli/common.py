@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-console = Console(soft_wrap=True)
+# outside a terminal (a pipe, a log file) nothing may be cut: wide tables, whole ids and numbers
+console = Console(soft_wrap=True) if Console().is_terminal else Console(soft_wrap=True, width=250)
 errors = Console(stderr=True)
 
 DEFAULT_STORE = Path("runs/harness.duckdb")

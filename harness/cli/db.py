@@ -30,7 +30,9 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
           store: StoreOption = DEFAULT_STORE,
           param: Annotated[list[str] | None, typer.Option("--param", "-p",
                                                           help="A value for each ? in the SQL, in order.")] = None,
-          fmt: Annotated[Format, typer.Option("--format", "-f", help="How to write the result.")] = Format.table,
+          fmt: Annotated[Format | None, typer.Option("--format", "-f", help="How to write the result (default: "
+                                                      "from --out's extension, else a table).", show_default=False)]
+          = None,
           out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the "
                                                                        "terminal.")] = None,
           timeout: Annotated[float | None, typer.Option("--timeout", min=0.001, help="Stop the query after this "
@@ -45,6 +47,11 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
     """
     import polars as pl
 
+    if fmt is None:
+        suffix = out.suffix.lower().lstrip(".") if out is not None else ""
+        if out is not None and suffix not in ("csv", "json", "parquet"):
+            fail(f"--out {out}: cannot tell the format from '.{suffix}'; give --format csv, json or parquet", 2)
+        fmt = Format(suffix) if out is not None else Format.table
     try:
         Store(store).ensure_current()  # a store an older release wrote gains today's columns first
         columns, rows = run_query(store, sql, list(param or []), timeout)
@@ -53,7 +60,9 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
     except (ReadOnlyError, FileNotFoundError, StoreUnavailable) as exc:
         fail(str(exc), 2 if isinstance(exc, ReadOnlyError) else 1)
     except duckdb.Error as exc:
-        fail(f"SQL error: {str(exc).splitlines()[0]}", 2)
+        lines = str(exc).splitlines()
+        hints = [line.strip() for line in lines[1:] if line.strip().startswith(("Did you mean", "Candidate"))]
+        fail(f"SQL error: {' '.join([lines[0], *hints])}", 2)
     if fmt is Format.table:
         if out is not None:
             fail("--format table prints to the terminal; use csv, json or parquet with --out", 2)
@@ -69,8 +78,11 @@ def query(sql: Annotated[str, typer.Argument(help="One SELECT statement; use ? f
     if fmt is Format.parquet and out is None:
         fail("--format parquet needs --out FILE", 2)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        {"csv": frame.write_csv, "json": frame.write_json, "parquet": frame.write_parquet}[fmt.value](out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            {"csv": frame.write_csv, "json": frame.write_json, "parquet": frame.write_parquet}[fmt.value](out)
+        except OSError as exc:
+            fail(f"--out {out}: cannot write ({exc.strerror or exc})")
         console.print(f"wrote {len(rows)} rows to {out}")
     else:
         sys.stdout.write(frame.write_csv() if fmt is Format.csv else frame.write_json() + "\n")

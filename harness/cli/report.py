@@ -76,6 +76,13 @@ def figures(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports")
         fail(f"--only: unknown figure '{unknown[0]}'; known: {', '.join(FIGURES)}", 2)
     sweeps = _open(store, sweep)
     version = None if all_versions else numerics
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".harness-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        fail(f"--out {out}: cannot write there ({exc.strerror or exc})")
     built = build_all(Path(store), out, only, version, sweeps)
     drawn = [f for f in built.values() if f is not None]
     for figure in drawn:
@@ -105,7 +112,7 @@ def claims(store: StoreOption = DEFAULT_STORE, sweep: SweepOption = None, numeri
     console.print(_claims_table(results))
     for r in results:
         if r.job_ids:
-            console.print(f"{r.claim_id} [{r.sweep}]: jobs {', '.join(r.job_ids)}; {r.seeds}", highlight=False)
+            console.print(f"{r.claim_id} ({r.sweep}): jobs {', '.join(r.job_ids)}; {r.seeds}", highlight=False)
     counts = {v: sum(1 for r in results if r.verdict == v) for v in ("PASS", "FAIL", "NOT ENOUGH DATA")}
     console.print(f"{counts['PASS']} pass, {counts['FAIL']} fail, {counts['NOT ENOUGH DATA']} not enough data")
     if counts[FAIL]:

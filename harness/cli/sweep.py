@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,7 +32,13 @@ PackOption = Annotated[int | None, typer.Option("--pack-size", min=1,
                                                 help="Most jobs trained as one grouped network "
                                                      "(default: 1 on the CPU, 8 on a GPU).")]
 Executor = Literal["local", "slurm"]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto (every visible GPU, else the CPU), cuda or cpu.")]
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOption = Annotated[Device, typer.Option("--device", help="auto (every visible GPU, else the CPU), cuda or cpu.")]
 
 
 def _load(path: Path) -> Sweep:
@@ -63,7 +70,7 @@ def _short(value) -> str:
 
 @app.command()
 def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: PackOption = None,
-         device: DeviceOption = "auto") -> None:
+         device: DeviceOption = Device.auto) -> None:
     """Show the jobs of a sweep (done / failed / pending) and how they will be packed.
 
     Example: harness sweep plan sweeps/sparsity.toml
@@ -79,7 +86,10 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
                                                                         if j.job_id not in statuses)}
     except StoreUnavailable as exc:
         fail(str(exc))
-    devices = visible_devices(device)
+    try:
+        devices = visible_devices(device.value)
+    except RuntimeError as exc:
+        fail(str(exc), 2)
     size = _pack_size(pack_size, devices)
     packs = plan_packs([j for j in sweep.jobs if statuses.get(j.job_id) is None], size)
     pack_of = {job.job_id: i + 1 for i, pack in enumerate(packs) for job in pack.jobs}
@@ -107,7 +117,7 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
 
 @app.command()
 def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: PackOption = None,
-        device: DeviceOption = "auto", retry_failed: Annotated[bool, typer.Option(
+        device: DeviceOption = Device.auto, retry_failed: Annotated[bool, typer.Option(
             "--retry-failed", help="Run failed and diverged jobs again.")] = False,
         data_root: DataRootOption = None,
         executor: Annotated[Executor, typer.Option("--executor", help="local: this machine's GPUs or CPU; "
@@ -187,6 +197,9 @@ def _run_claimed(the_store: Store, sweep: Sweep, todo, others, size, where, exec
             progress.update(running[event.job_id], completed=event.epoch, info=f"loss {event.loss:,.1f}")
         elif event.kind == "end" and event.job_id in running:
             progress.remove_task(running.pop(event.job_id))
+            if not console.is_terminal:  # a log file gets one line per finished job
+                console.print(f"{time.strftime('%H:%M:%S')} {event.job_id} {event.status or 'ended'} "
+                              f"({event.epoch} of {event.epochs} epochs)", highlight=False)
 
     try:
         with progress:
@@ -237,7 +250,7 @@ def _executor(kind: str, device: str, pack_size: int | None, slurm: list[str], s
     if slurm or slurm_cluster:
         fail("--slurm and --slurm-cluster need --executor slurm", 2)
     try:
-        devices = visible_devices(device)
+        devices = visible_devices(device.value)
     except RuntimeError as exc:
         fail(str(exc), 2)
     return (", ".join(devices), _pack_size(pack_size, devices),

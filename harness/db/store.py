@@ -92,7 +92,7 @@ def atomic_write_json(path: Path, payload: Any) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise StoreWriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise StoreWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _timestamp(seconds: float | None):
@@ -127,7 +127,11 @@ class Store:
     @contextmanager
     def connect(self, attempts: int = 50):
         """A writable connection, migrated; retried while another process holds the file."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreWriteError(f"cannot create the store's folder {self.root}: "
+                                  f"{exc.strerror or exc}") from exc
         con = _open(self.path, False, attempts)
         try:
             migrate(con)

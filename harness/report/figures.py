@@ -104,6 +104,7 @@ def _provenance(runs: pl.DataFrame) -> tuple[str, str]:
 def _save(fig, frame: pl.DataFrame, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.csv"]
+    fig.tight_layout()
     fig.savefig(paths[0], dpi=120, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
