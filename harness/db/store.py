@@ -182,6 +182,14 @@ class Store:
                 found.add(job_id)
         return found
 
+    def clear_stale_claims(self, job_ids: Iterable[str]) -> None:
+        """Remove the claims on `job_ids` left by drivers that died on this host."""
+        for job_id in job_ids:
+            path = self.claim_path(job_id)
+            owner = _read_owner(path) if path.exists() else {}
+            if owner and owner.get("host") == socket.gethostname() and not _running(owner.get("pid")):
+                path.unlink(missing_ok=True)
+
     def release(self, job_ids: Iterable[str]) -> None:
         """Drop this process's claims on `job_ids` (others' claims are left alone)."""
         for job_id in job_ids:
