@@ -131,6 +131,18 @@ def _factor_info(enc: Encodings, gen: torch.Generator) -> MetricOutput:
     return MetricOutput(values, rows)
 
 
+def _class_separation(enc: Encodings, gen: torch.Generator) -> MetricOutput:
+    """How much of the codes' spread the classes explain: eta^2 = 1 - (within-class sum of squares) /
+    (total sum of squares), over all dimensions; 1 when each class sits on its own point, 0 when the
+    classes overlap completely (the clustering experiment's 'four-arm structure')."""
+
+    z = enc.loc.double()
+    total = ((z - z.mean(0)) ** 2).sum()
+    within = sum(((z[enc.labels == c] - z[enc.labels == c].mean(0)) ** 2).sum()
+                 for c in enc.labels.unique().tolist())
+    return MetricOutput({"class_separation": float(1 - within / total) if total > 0 else 0.0})
+
+
 GRID_SIZE, GRID_RANGE = 61, 2.5  # the aggregate posterior's density on a 61 x 61 grid over [-2.5, 2.5]^2
 
 
@@ -184,6 +196,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            columns=("mig",)),
     Metric("factor_info", 1, "per-dimension mutual information and |correlation| with each factor",
            _factor_info, _has_factors),
+    Metric("class_separation", 1, "share of the codes' variance that the classes explain (eta squared)",
+           _class_separation, lambda enc: len(enc.labels.unique()) > 1, columns=("class_separation",)),
     Metric("aggregate_posterior", 1, f"density of the aggregate posterior on a {GRID_SIZE}x{GRID_SIZE} grid "
            "(2-D latents)", _aggregate_posterior, lambda enc: enc.loc.shape[1] == 2),
     Metric("tsne", 1, f"t-SNE of the test posterior means (scikit-learn, at most {TSNE_SAMPLE} points); only "

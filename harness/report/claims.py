@@ -125,31 +125,23 @@ def beta5_lowest(runs: pl.DataFrame, store: Path) -> Verdict:
     return Verdict(PASS if all(b == 5.0 for b in lowest.values()) else FAIL, text, _ids(table), _seeds(table))
 
 
-def _clustering_structure(runs: pl.DataFrame, store: Path, fixed: str,
-                          varied: str) -> Verdict | tuple[Verdict, list[float]]:
-    """How four-armed q(z) is: the share of the aggregate posterior's mass within 0.5 of the mixture's
-    four centres, along `varied` with `fixed` = 0 (lowest seed each). A Verdict where data are missing,
-    else (the evidence without a verdict, the shares in order of `varied`)."""
-    line = runs.filter(pl.col(fixed) == 0).sort(["seed"]).group_by(varied).first().sort(varied)
+def _separation_along(runs: pl.DataFrame, fixed: str, varied: str) -> Verdict | tuple[Verdict, list[float]]:
+    """The four arms' separation in the codes (class_separation: the share of the codes' variance that
+    the pinwheel's arms explain) along `varied` with `fixed` = 0, as means over seeds. A Verdict where
+    data are missing, else (the evidence without a verdict, the values in order of `varied`)."""
+    line = summarise(runs.filter(pl.col(fixed) == 0), "class_separation").sort(varied)
     if line.height < 2:
-        return Verdict(NO_DATA, f"{line.height} setting(s) with {fixed} 0; need 2 or more {varied} values")
-    grid = queries.points(store, line["job_id"].to_list(), "aggregate_posterior")
-    if grid.is_empty():
-        return Verdict(NO_DATA, "no aggregate posterior in the store (2-D latents only)")
-    centres = [(0.0, -1.0), (0.0, 1.0), (1.0, 0.0), (-1.0, 0.0)]
-    near = pl.any_horizontal([((pl.col("x") - cx) ** 2 + (pl.col("y") - cy) ** 2) < 0.25 for cx, cy in centres])
-    share = (grid.group_by("job_id").agg((pl.col("value") * near).sum() / pl.col("value").sum())
-             .rename({"value": "share"}).join(line.select("job_id", varied), on="job_id").sort(varied))
-    values = share["share"].to_list()
-    text = ", ".join(f"{varied} {v:g}: {s:.2f}" for v, s in zip(share[varied].to_list(), values, strict=True))
-    return Verdict("", f"mass near the 4 centres with {fixed} 0: {text}", sorted(share["job_id"].to_list()),
-                   "the lowest seed of each setting"), values
+        return Verdict(NO_DATA, f"{line.height} setting(s) with {fixed} 0 and class_separation; need 2 or more "
+                       f"{varied} values (`harness eval --metric class_separation` adds it to older stores)")
+    values = line["class_separation_mean"].to_list()
+    text = ", ".join(f"{varied} {v:g}: {s:.2f}" for v, s in zip(line[varied].to_list(), values, strict=True))
+    return Verdict("", f"arm separation (eta^2) with {fixed} 0: {text}", _ids(line), _seeds(line)), values
 
 
 def beta_destroys_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
-    """With alpha 0, raising beta destroys the four-arm structure: the mass near the centres at the largest
-    beta is lower than at the smallest."""
-    result = _clustering_structure(runs, store, "alpha", "beta")
+    """With alpha 0, raising beta destroys the four-arm structure: the arms' separation at the largest beta
+    is lower than at the smallest."""
+    result = _separation_along(runs, "alpha", "beta")
     if isinstance(result, Verdict):
         return result
     verdict, values = result
@@ -157,9 +149,9 @@ def beta_destroys_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
 
 
 def alpha_keeps_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
-    """With beta 0, raising alpha keeps the structure: the mass near the centres at the largest alpha is at
-    least that at alpha 0, less 0.05."""
-    result = _clustering_structure(runs, store, "beta", "alpha")
+    """With beta 0, raising alpha keeps the structure: the arms' separation at the largest alpha is at least
+    that at alpha 0, less 0.05."""
+    result = _separation_along(runs, "beta", "alpha")
     if isinstance(result, Verdict):
         return result
     verdict, values = result
