@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= runs/harness.duckdb
 
-.PHONY: demo demo-all test lint bench data clean
+.PHONY: demo demo-all test test-slow lint bench data clean
 
 # Debian ships venv separately (python3-venv); install it when we may
 $(BIN)/python:
@@ -45,8 +45,12 @@ demo-all: demo
 	$(BIN)/harness report figures --store $(STORE) --out reports
 	-$(BIN)/harness report claims --store $(STORE)
 
+# the fast suite (minutes on 2 cores); test-slow runs the end-to-end tests with real processes and signals
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check harness tests
