@@ -44,3 +44,9 @@ def test_every_command_has_help_with_an_example(path):
 @pytest.mark.parametrize("path", ALL, ids=[" ".join(c) for c in ALL])
 def test_every_command_is_in_the_readme(path):
     assert f"harness {' '.join(path)}" in README.read_text()
+
+
+@pytest.mark.parametrize("path", ALL, ids=[" ".join(c) for c in ALL])
+def test_help_shows_no_raw_metavars(path):
+    output = CliRunner().invoke(app, [*path, "--help"]).output
+    assert "<bool>" not in output and "<path>" not in output and "{" not in output.split("\n", 3)[1], output

@@ -223,8 +223,9 @@ def class_magnitudes(store: Path, out: Path, sel: Selection) -> Figure | None:
     axes[0, 0].legend(fontsize=7)
     axes[-1, 0].set_xlabel("latent dimension")
     frame = stats.join(pl.DataFrame(panels).select("job_id", "alpha", "beta", "gamma", "seed"), on="job_id")
-    return _figure("class_magnitudes", fig, frame, runs.filter(pl.col("job_id").is_in(frame["job_id"].unique())),
-                   out, sel, "Mean |posterior mean| per latent dimension for three classes, per chosen job.")
+    used = runs.filter(pl.col("job_id").is_in(frame["job_id"].unique().to_list()))
+    return _figure("class_magnitudes", fig, frame, used, out, sel,
+                   "Mean |posterior mean| per latent dimension for three classes, per chosen job.")
 
 
 # -- clustering (pinwheel) ---------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def clustering_density(store: Path, out: Path, sel: Selection) -> Figure | None:
     grid = queries.points(store, chosen["job_id"].to_list(), "aggregate_posterior")
     if grid.is_empty():
         return None
-    chosen = chosen.filter(pl.col("job_id").is_in(grid["job_id"].unique()))
+    chosen = chosen.filter(pl.col("job_id").is_in(grid["job_id"].unique().to_list()))
     alphas, betas = sorted(chosen["alpha"].unique()), sorted(chosen["beta"].unique())
     fig, axes = plt.subplots(len(betas), len(alphas), figsize=(1.9 * len(alphas), 1.9 * len(betas)), squeeze=False)
     for ax in axes.flat:
@@ -313,7 +314,7 @@ def tsne(store: Path, out: Path, sel: Selection) -> Figure | None:
     embedded = queries.points(store, runs["job_id"].to_list(), "tsne")
     if embedded.is_empty():
         return None
-    with_tsne = runs.filter(pl.col("job_id").is_in(embedded["job_id"].unique()))
+    with_tsne = runs.filter(pl.col("job_id").is_in(embedded["job_id"].unique().to_list()))
     preferred = [r for r in _report_jobs(with_tsne)]
     rows = preferred or with_tsne.sort("job_id").head(3).to_dicts()
     has_factor = embedded["factor"].is_not_null().any()
@@ -334,7 +335,7 @@ def tsne(store: Path, out: Path, sel: Selection) -> Figure | None:
         ax.set_xticks([])
         ax.set_yticks([])
     used = with_tsne.filter(pl.col("job_id").is_in([r["job_id"] for r in rows]))
-    return _figure("tsne", fig, embedded.filter(pl.col("job_id").is_in(used["job_id"])), used, out, sel,
+    return _figure("tsne", fig, embedded.filter(pl.col("job_id").is_in(used["job_id"].to_list())), used, out, sel,
                    "t-SNE of the test codes, coloured by class and by rotation angle.")
 
 
