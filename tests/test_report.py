@@ -84,3 +84,19 @@ def test_claims_follow_the_numbers_and_fail_the_exit_code(store, tmp_path):
 def test_an_unknown_sweep_is_one_line(store):
     result = CliRunner().invoke(app, ["report", "claims", "--store", str(store.path), "--sweep", "nope"])
     assert result.exit_code == 2 and "no sweep 'nope'" in result.stderr
+
+
+def test_iwae_is_plotted_next_to_the_elbo_where_it_was_asked_for(tmp_path):
+    store = Store(tmp_path / "h.duckdb")
+    spec = replace(job(0, 0.8, 1), iwae_k=50)
+    store.register_sweep("iw", "-", "", "", [spec.job_id])
+    with store.connect() as con:
+        ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": "iw",
+                            "numerics": 2, "metrics": [
+                                {"split": "test", "name": "elbo", "value": -90.0, "metric": "elbo", "version": 2},
+                                {"split": "test", "name": "iwae", "value": -85.0, "metric": "elbo", "version": 2}]})
+    out = tmp_path / "r"
+    assert CliRunner().invoke(app, ["report", "figures", "--store", str(store.path), "--out", str(out),
+                                    "--only", "iwae"]).exit_code == 0
+    rows = list(csv.DictReader((out / "iwae-iw.csv").open()))
+    assert [(float(r["elbo_mean"]), float(r["iwae_mean"]), r["n"]) for r in rows] == [(-90.0, -85.0, "1")]
