@@ -161,8 +161,9 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     wanted = [j for j in sweep.jobs if statuses.get(j.job_id) is None or statuses[j.job_id] in rerun]
     the_store.clear_stale_claims(ids)  # a killed driver's claims on jobs that are done since
     mine, others = the_store.claim([j.job_id for j in wanted])
+    claimed = set(mine)
     try:
-        _run_claimed(the_store, sweep, [j for j in wanted if j.job_id in set(mine)], others, size, where, execute,
+        _run_claimed(the_store, sweep, [j for j in wanted if j.job_id in claimed], others, size, where, execute,
                      ids, stale)
     finally:
         the_store.release(mine)
