@@ -55,8 +55,10 @@ test-slow: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check harness tests
 
+# run the suites into the store, then compare with the previous run on this machine (none yet: exit 2, fine)
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-enable -q
+	$(BIN)/harness bench run --store $(STORE)
+	$(BIN)/harness bench compare --store $(STORE) || [ $$? -eq 2 ]
 
 clean:
 	rm -rf $(VENV) runs reports .pytest_cache .benchmarks

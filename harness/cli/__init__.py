@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from harness.cli import data, db, report, sweep
+from harness.cli import bench, data, db, report, sweep
 from harness.cli.eval import evaluate
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.add_typer(sweep.app, name="sweep")
 app.add_typer(db.app, name="db")
 app.add_typer(report.app, name="report")
 app.add_typer(data.app, name="data")
+app.add_typer(bench.app, name="bench")
 app.command("eval")(evaluate)
 
 

@@ -89,6 +89,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             job_id VARCHAR, split VARCHAR, metric VARCHAR, idx INTEGER, x DOUBLE, y DOUBLE, value DOUBLE,
             label INTEGER, factor INTEGER, PRIMARY KEY (job_id, split, metric, idx))""",
     ]),
+    # pytest-benchmark cases of `harness bench run`, compared only on the same machine fingerprint
+    (5, "benchmark runs", [
+        """CREATE TABLE benchmarks (
+            run_id VARCHAR, suite VARCHAR, case_name VARCHAR, params JSON, mean DOUBLE, stddev DOUBLE,
+            median DOUBLE, min DOUBLE, max DOUBLE, rounds INTEGER, git_commit VARCHAR, numerics INTEGER,
+            fingerprint VARCHAR, machine JSON, created TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (run_id, suite, case_name))""",
+    ]),
 ]
 
 

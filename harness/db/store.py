@@ -139,6 +139,28 @@ class Store:
         finally:
             con.close()
 
+    # -- benchmarks ---------------------------------------------------------------------------
+    BENCH_COLUMNS = ("run_id", "suite", "case_name", "params", "mean", "stddev", "median", "min", "max", "rounds",
+                     "git_commit", "numerics", "fingerprint", "machine")
+
+    def add_benchmarks(self, rows: list[dict[str, Any]]) -> None:
+        with self.connect() as con:
+            con.executemany(f"INSERT INTO benchmarks ({', '.join(self.BENCH_COLUMNS)}) VALUES "
+                            f"({', '.join('?' for _ in self.BENCH_COLUMNS)})",
+                            [[row[c] for c in self.BENCH_COLUMNS] for row in rows])
+
+    def benchmark_runs(self, fingerprint: str) -> list[tuple[str, str]]:
+        """(run_id, commit) of the benchmark runs on this machine fingerprint, oldest first."""
+        with self.reader() as con:
+            return con.execute("""SELECT run_id, any_value(git_commit) FROM benchmarks WHERE fingerprint = ?
+                                  GROUP BY run_id ORDER BY min(created), run_id""", [fingerprint]).fetchall()
+
+    def benchmark_rows(self, run_id: str) -> list[dict[str, Any]]:
+        with self.reader() as con:
+            cursor = con.execute("SELECT * FROM benchmarks WHERE run_id = ? ORDER BY suite, case_name", [run_id])
+            columns = [d[0] for d in cursor.description]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
     # -- claims: one driver per job ----------------------------------------------------------
     def claim_path(self, job_id: str) -> Path:
         return self.root / "claims" / f"{self.job_dir(job_id).name}.json"
