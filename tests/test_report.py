@@ -100,3 +100,21 @@ def test_iwae_is_plotted_next_to_the_elbo_where_it_was_asked_for(tmp_path):
                                     "--only", "iwae"]).exit_code == 0
     rows = list(csv.DictReader((out / "iwae-iw.csv").open()))
     assert [(float(r["elbo_mean"]), float(r["iwae_mean"]), r["n"]) for r in rows] == [(-90.0, -85.0, "1")]
+
+
+def test_timings_are_per_model_epoch_by_device_pack_and_commit(tmp_path):
+    store = Store(tmp_path / "h.duckdb")
+    specs = [job(0, 0.8, 1), job(1000, 0.8, 1)]
+    store.register_sweep("t", "-", "", "", [s.job_id for s in specs])
+    with store.connect() as con:
+        for spec, pack in zip(specs, (1, 4), strict=True):
+            ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": "t",
+                                "numerics": 2, "device": "cpu", "pack_size": pack, "git_commit": "abcdef123",
+                                "epochs": [{"epoch": e, "loss": 1.0, "recon": 1.0, "kl": 1.0, "reg": 0.0,
+                                            "seconds": 8.0, "samples_per_second": 100.0} for e in (1, 2, 3)]})
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["report", "timings", "--store", str(store.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {int(r["pack_size"]): r for r in csv.DictReader((out / "timings-t.csv").open())}
+    assert float(rows[1]["seconds_per_model_epoch"]) == 8.0 and float(rows[4]["seconds_per_model_epoch"]) == 2.0
+    assert rows[4]["git_commit"] == "abcdef1" and "8.00" in result.output and "2.00" in result.output

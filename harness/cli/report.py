@@ -141,3 +141,32 @@ def job(job_id: Annotated[str, typer.Argument(help="A job id (see `harness db qu
         except FileNotFoundError as exc:
             fail(str(exc))
         console.print(f"{draw.__name__}: {paths[0]}", highlight=False)
+
+
+@app.command("timings")
+def timings_command(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports"),
+                    sweep: SweepOption = None) -> None:
+    """Seconds per model-epoch and samples per second by device, pack size and commit, from the epochs
+    and jobs of real sweeps (a figure per sweep, and the table).
+
+    Example: harness report timings --store runs/harness.duckdb
+    """
+    from harness.db import queries
+    from harness.report.figures import build_all
+
+    sweeps = _open(store, sweep)
+    built = build_all(Path(store), out, ["timings"], None, sweeps)
+    table = Table(title="training speed (medians)", title_justify="left")
+    for column in ("sweep", "device", "pack", "commit", "jobs", "s / model-epoch", "samples / s"):
+        table.add_column(column, justify="left" if column in ("sweep", "device", "commit") else "right")
+    for name in sweeps:
+        frame = queries.epoch_timings(store, name)
+        if frame.is_empty():
+            continue
+        for (device, pack, commit), group in frame.group_by(["device", "pack_size", "git_commit"], maintain_order=True):
+            table.add_row(name, device, str(pack), commit or "?", str(group.height),
+                          f"{group['seconds_per_model_epoch'].median():.2f}",
+                          f"{group['samples_per_second'].median():,.0f}")
+    console.print(table)
+    for figure in (f for f in built.values() if f is not None):
+        console.print(f"{figure.name}-{figure.sweep}: {figure.paths[0]}", highlight=False)

@@ -51,3 +51,17 @@ def points(store: str | Path, job_ids: list[str], metric: str) -> pl.DataFrame:
         SELECT job_id, idx, x, y, value, label, factor FROM points
         WHERE list_contains($ids, job_id) AND split = 'test' AND metric = $metric
         ORDER BY job_id, idx""", {"ids": job_ids, "metric": metric})
+
+
+def epoch_timings(store: str | Path, sweep: str) -> pl.DataFrame:
+    """Per finished job of `sweep`: device, pack size, commit and arch, with its median epoch seconds,
+    seconds per model-epoch (a pack's epoch trains pack_size models) and samples per second."""
+    return _frame(store, """
+        SELECT j.job_id, j.device, j.pack_size, coalesce(left(j.git_commit, 7), '') AS git_commit,
+            median(e.seconds) AS epoch_seconds, median(e.seconds) / j.pack_size AS seconds_per_model_epoch,
+            median(e.samples_per_second) AS samples_per_second, count(*) AS epochs
+        FROM jobs j JOIN epochs e USING (job_id)
+        WHERE j.status = 'done'
+            AND (j.sweep = $sweep OR j.job_id IN (SELECT job_id FROM sweep_jobs WHERE sweep = $sweep))
+        GROUP BY j.job_id, j.device, j.pack_size, j.git_commit
+        ORDER BY j.device, j.pack_size, git_commit, j.job_id""", {"sweep": sweep})

@@ -387,6 +387,32 @@ def iwae(store: Path, out: Path, sel: Selection) -> Figure | None:
                    "IWAE estimate of log p(x) next to the ELBO, per setting.")
 
 
+def timings(store: Path, out: Path, sel: Selection) -> Figure | None:
+    """Seconds per model-epoch and samples per second of the sweep's jobs, by device, pack size and commit
+    (median over each job's epochs, then median and n over the jobs of a group), so that a slowdown in
+    real use shows."""
+    per_job = queries.epoch_timings(store, sel.sweep)
+    if per_job.is_empty():
+        return None
+    groups = (per_job.group_by(["device", "pack_size", "git_commit"])
+              .agg(pl.col("seconds_per_model_epoch").median(), pl.col("samples_per_second").median(),
+                   pl.len().alias("n"), pl.col("job_id").sort().str.join(";").alias("job_ids"))
+              .sort(["device", "pack_size", "git_commit"]))
+    labels = [f"{r['device']}, pack {r['pack_size']}, {r['git_commit'] or '?'} (n={r['n']})"
+              for r in groups.iter_rows(named=True)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.4 * len(labels) + 1.6), sharey=True)
+    positions = list(range(len(labels)))
+    axes[0].barh(positions, groups["seconds_per_model_epoch"])
+    axes[0].set_xlabel("seconds per model-epoch (median)")
+    axes[0].set_yticks(positions, labels, fontsize=7)
+    axes[1].barh(positions, groups["samples_per_second"], color="tab:orange")
+    axes[1].set_xlabel("samples per second (median)")
+    fig.suptitle(f"Training speed, sweep {sel.sweep}", fontsize=9)
+    timed = queries.finished_runs(store, sel.sweep, None).filter(pl.col("job_id").is_in(per_job["job_id"].to_list()))
+    return _figure("timings", fig, groups, timed, out, sel,
+                   "Seconds per model-epoch and samples per second by device, pack size and commit.")
+
+
 FIGURES: dict[str, Callable[[Path, Path, Selection], Figure | None]] = {
     "sparsity_vs_alpha": sparsity_vs_alpha,
     "class_magnitudes": class_magnitudes,
@@ -395,6 +421,7 @@ FIGURES: dict[str, Callable[[Path, Path, Selection], Figure | None]] = {
     "tsne": tsne,
     "angle_information": angle_information,
     "iwae": iwae,
+    "timings": timings,
 }
 
 
