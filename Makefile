@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= runs/harness.duckdb
 
-.PHONY: demo demo-all test test-slow lint bench data clean
+.PHONY: demo demo-all test test-slow lint bench gpu-check data clean
 
 # Debian ships venv separately (python3-venv); install it when we may
 $(BIN)/python:
@@ -59,6 +59,11 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/harness bench run --store $(STORE)
 	$(BIN)/harness bench compare --store $(STORE) || [ $$? -eq 2 ]
+
+# one table for a short GPU lease (pack against alone, determinism, speed by pack size, the beta = 1 row);
+# on a CPU: make gpu-check GPU_CHECK_ARGS=--tiny
+gpu-check: $(VENV)/.installed
+	$(BIN)/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs reports .pytest_cache .benchmarks

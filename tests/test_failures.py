@@ -138,3 +138,17 @@ def test_output_outside_a_terminal_keeps_whole_ids(tmp_path, tiny_sweep):
     plan = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "plan", str(path), "--store",
                            str(store.path)], capture_output=True, text=True, env=env, timeout=120)
     assert all(job.job_id in plan.stdout for job in sweep.jobs), plan.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_present")
+def test_the_gpu_check_runs_on_the_cpu_in_its_tiny_setting():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--tiny", "--device", "cpu", "--row-seconds", "5"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in ("pack of 3 against alone", "same job twice  ", "identical", "pack of 2, eager",
+                 "hoyer at alpha 1000"):
+        assert line in done.stdout, done.stdout
