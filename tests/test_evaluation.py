@@ -140,3 +140,19 @@ def test_tsne_runs_only_through_eval_and_stores_points(trained):
     count, labels, low, high, finite = rows[0]
     assert count == 300 and labels == 3 and finite  # every test point; 3 shapes; positions in the factor
     assert 0 <= low <= high < 32
+
+
+def test_a_reader_sees_the_columns_of_a_metric_added_since(tmp_path, monkeypatch):
+    """The runs view follows the registry: a store whose view predates a metric gets the new column when
+    a reader (report, db query) opens it, without a migration."""
+    from harness.metrics import registry
+
+    store = Store(tmp_path / "h.duckdb")
+    with store.connect():
+        pass
+    monkeypatch.setattr(registry, "METRICS", {**registry.METRICS, "later": registry.Metric(
+        "later", 1, "a metric added after the store was written", lambda enc, gen: registry.MetricOutput({}),
+        columns=("later_value",))})
+    store.ensure_current()
+    columns, _ = run_query(store.path, "SELECT * FROM runs")
+    assert "later_value" in columns

@@ -112,13 +112,21 @@ def _latent_stats_view() -> str:
 VIEWS = (_runs_view, _latent_stats_view)
 
 
+def _views_digest() -> str:
+    """A hash of today's view definitions: they change with the registries, not only with migrations."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(view() for view in VIEWS).encode()).hexdigest()[:16]
+
+
 def current(con) -> bool:
-    """Whether every migration is applied (works on a read-only connection)."""
+    """Whether every migration is applied and the views are today's (works on a read-only connection)."""
     try:
         done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
-    except duckdb.CatalogException:  # no schema_migrations table: a store older than this scheme, or not one at all
+        views = con.execute("SELECT digest FROM schema_views").fetchall()
+    except duckdb.CatalogException:  # a table missing: a store older than this scheme, or not one at all
         return False
-    return all(version in done for version, _, _ in MIGRATIONS)
+    return all(version in done for version, _, _ in MIGRATIONS) and views == [(_views_digest(),)]
 
 
 def migrate(con) -> list[int]:
@@ -142,4 +150,5 @@ def migrate(con) -> list[int]:
         applied.append(version)
     for view in VIEWS:
         con.execute(view())
+    con.execute("CREATE OR REPLACE TABLE schema_views AS SELECT ? AS digest", [_views_digest()])
     return applied
