@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from harness.datasets import Dataset, load_dataset  # noqa: E402
 from harness.db.store import Store  # noqa: E402
-from harness.evaluation import load_checkpoint  # noqa: E402
+from harness.evaluation import load_checkpoint, posteriors  # noqa: E402
 from harness.spec import JobSpec  # noqa: E402
 from harness.train import generator  # noqa: E402
 
@@ -72,10 +72,9 @@ def _decode(model, z: torch.Tensor, clamp: bool) -> torch.Tensor:
     return mean.clamp(0, 1) if clamp else mean
 
 
-@torch.no_grad()
 def _encode(model, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Posterior means (N, L) of x (N, *shape), `batch` examples at a time."""
-    return torch.cat([model.encoder(x[start:start + batch].unsqueeze(0))[0][0] for start in range(0, len(x), batch)])
+    return posteriors(model, x, batch)[0]
 
 
 def _save(fig, frame: pl.DataFrame, out: Path, name: str) -> list[Path]:
