@@ -120,11 +120,12 @@ def test_every_experiment_reaches_its_figures_and_claims(tmp_path):
     invoke("report", "figures", "--store", store, "--out", str(out))
     for figure in ("clustering_density-clu", "disentanglement_vs_reconstruction-ind", "sparsity_vs_alpha-rot",
                    "class_magnitudes-rot", "tsne-rot", "angle_information-rot",
-                   "disentanglement_vs_reconstruction-rot"):  # digit and angle are factors too
+                   "disentanglement_vs_reconstruction-rot",  # digit and angle are factors too
+                   "timings-clu", "timings-ind", "timings-rot"):
         for suffix in ("png", "pdf", "csv"):
             assert (out / f"{figure}.{suffix}").stat().st_size > 0, figure
     page = (out / "index.html").read_text()
-    assert page.count("<img") == 7 and "clustering.beta_destroys" in page
+    assert page.count("<img") == 10 and "clustering.beta_destroys" in page
     result = CliRunner().invoke(app, ["report", "claims", "--store", store])
     assert result.exit_code in (0, 1), result.output  # a FAIL is a verdict, not a crash
     for claim in ("clustering.beta_destroys", "clustering.alpha_keeps", "independence.structured_better",
