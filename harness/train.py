@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.distributions import Distribution
 
+from harness import resume
 from harness.datasets.base import Dataset
 from harness.metrics.iwae import iwae_log_px
 from harness.metrics.registry import Encodings, Metric, MetricOutput, compute_metrics, training_metrics
@@ -148,11 +149,14 @@ def _noise(members: list[_Member], stream: str, batch: int, latent: int, like: t
 
 def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
                progress: Callable[[Progress], None] = lambda event: None,
-               checkpoint_dir: Callable[[str], Path] | None = None) -> list[JobResult]:
+               checkpoint_dir: Callable[[str], Path] | None = None,
+               resume_dir: Path | None = None, save_every: int = 0) -> list[JobResult]:
     """Train every job of `pack` for its epochs, evaluate it on the test set, return one result each.
 
     A member whose loss turns NaN or inf is marked diverged at that epoch and leaves the pack's loss;
-    the others go on. An exception fails every member still running, with its text.
+    the others go on. An exception fails every member still running, with its text. With `resume_dir`,
+    the pack saves its state there every `save_every` epochs and, if a killed run left one, goes on
+    from it (harness.resume); the folder is removed when the pack ends.
     """
     device = torch.device(device)
     jobs = pack.jobs
@@ -171,7 +175,7 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
         progress(Progress("start", m.job.job_id, 0, m.job.epochs))
     try:
         with _no_distribution_checks():
-            _train_and_evaluate(pack, members, data, device, progress, checkpoint_dir)
+            _train_and_evaluate(pack, members, data, device, progress, checkpoint_dir, resume_dir, save_every)
     except Exception as exc:  # one pack's failure is recorded, never raised into the sweep
         for m in members:
             if m.result.status == "running":
@@ -187,8 +191,10 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
 
 
 def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, device: torch.device,
-                        progress: Callable[[Progress], None], checkpoint_dir) -> None:
-    """The loop of train_pack: train, then evaluate and checkpoint the members still alive."""
+                        progress: Callable[[Progress], None], checkpoint_dir, resume_dir: Path | None,
+                        save_every: int) -> None:
+    """The loop of train_pack: train (from a saved state where there is one), then evaluate and
+    checkpoint the members still alive."""
     jobs = pack.jobs
     first = jobs[0]
     model = build_model(jobs, data, device)
@@ -198,7 +204,8 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
     batch, latent = first.batch_size, first.latent_dim
     if len(data.train_x) < batch:
         raise ValueError(f"batch_size {batch} is larger than the training set ({len(data.train_x)} examples)")
-    for epoch in range(1, first.epochs + 1):
+    done = resume.load_state(resume_dir, model, optimiser, members, device) if resume_dir is not None else 0
+    for epoch in range(done + 1, first.epochs + 1):
         model.train()
         tick = time.perf_counter()
         sums = torch.zeros(4, len(jobs), device=device, dtype=like.dtype)  # loss, recon, kl, reg
@@ -232,6 +239,8 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
                 progress(Progress("epoch", m.job.job_id, epoch, m.job.epochs, record["loss"]))
         if not any(m.alive for m in members):
             break
+        if resume_dir is not None and save_every and epoch % save_every == 0 and epoch < first.epochs:
+            resume.save_state(resume_dir, epoch, model, optimiser, members)
     living = [g for g, m in enumerate(members) if m.alive]
     if living:
         evaluate(model, members, data, device)
@@ -240,6 +249,8 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
                 members[g].result.artifacts.extend(save_checkpoint(model, g, members[g].job,
                                                                    checkpoint_dir(members[g].job.job_id)))
             members[g].result.status = "done"
+    if resume_dir is not None:
+        resume.clear(resume_dir)
 
 
 @torch.no_grad()

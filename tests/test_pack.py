@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -156,3 +157,31 @@ def test_every_member_checkpoint_of_every_prior_equals_the_job_alone(prior, size
         for key in single:
             assert packed[key].shape == single[key].shape, key
             assert torch.allclose(packed[key], single[key], rtol=1e-6, atol=1e-9), key
+
+
+def test_a_pack_killed_mid_run_resumes_to_the_same_bits(data, tmp_path):
+    """Stopped after epoch 5 (its last saved state: epoch 4), the pack resumes from epoch 4 and ends with
+    exactly the numbers of an uninterrupted run; the resume folder is gone afterwards."""
+    jobs = tuple(replace(j, epochs=7) for j in JOBS)
+    whole = train_pack(Pack(jobs), data, "cpu")
+
+    def stop_at_epoch_5(event):
+        if event.kind == "epoch" and event.epoch == 5:
+            raise KeyboardInterrupt  # like a kill: not an Exception, so nothing records a failure
+
+    folder = tmp_path / "resume"
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(Pack(jobs), data, "cpu", stop_at_epoch_5, resume_dir=folder, save_every=2)
+    assert json.loads((folder / "state.json").read_text())["epoch"] == 4
+    resumed_from = []
+    again = train_pack(Pack(jobs), data, "cpu",
+                       lambda e: resumed_from.append(e.epoch) if e.kind == "epoch" else None,
+                       resume_dir=folder, save_every=2)
+    assert min(resumed_from) == 5  # epochs 1 to 4 were not trained again
+    strip = ("seconds", "samples_per_second")
+    for a, b in zip(whole, again, strict=True):
+        assert b.status == "done"
+        kept_a = [{k: v for k, v in e.items() if k not in strip} for e in a.epochs]
+        assert kept_a == [{k: v for k, v in e.items() if k not in strip} for e in b.epochs]
+        assert a.metrics == b.metrics and a.dim_stats == b.dim_stats
+    assert not folder.exists()

@@ -152,3 +152,42 @@ def test_a_second_driver_on_the_same_sweep_runs_nothing_twice(tiny_sweep, tmp_pa
     assert "8 jobs are being run by another driver" in second.stdout and "0 to run" in second.stdout
     assert "finished in" in output and "8 done" in output
     assert not list((store.parent / "claims").glob("*.json"))  # released when the run ended
+
+
+def test_a_killed_pack_resumes_from_its_saved_state_to_the_same_numbers(tiny_sweep, tmp_path):
+    """SIGKILL the driver and its worker once the pack has saved a resumable state; the rerun goes on from
+    it, and the job's stored numbers equal those of a run that was never interrupted."""
+    from harness.executors.worker import RESUME_EVERY
+
+    sweep = tiny_sweep(name="resumed", seeds="[1]", epochs=3 * RESUME_EVERY)
+    whole = tmp_path / "whole" / "harness.duckdb"
+    assert subprocess.run([*HARNESS, "sweep", "run", str(sweep), "--store", str(whole), "--pack-size", "4"],
+                          capture_output=True, text=True, timeout=600).returncode == 0
+    store = tmp_path / "store" / "harness.duckdb"
+    process = subprocess.Popen([*HARNESS, "sweep", "run", str(sweep), "--store", str(store), "--pack-size", "4"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    states = []
+    while not states and time.time() < deadline and process.poll() is None:
+        states = list((store.parent / "resume").glob("*/state.json"))
+        time.sleep(0.02)
+    assert states, "no resumable state was written"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not list((store.parent / "jobs").glob("*/result.json"))  # killed before any job ended
+    import json
+
+    saved = json.loads(next((store.parent / "resume").glob("*/state.json")).read_text())
+    rerun = subprocess.run([*HARNESS, "sweep", "run", str(sweep), "--store", str(store), "--pack-size", "4"],
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    sql = "SELECT job_id, epoch, loss, recon, kl, reg FROM epochs ORDER BY ALL"
+    assert run_query(store, sql)[1] == run_query(whole, sql)[1]
+    sql = "SELECT job_id, name, value FROM metrics WHERE split = 'test' ORDER BY ALL"
+    assert run_query(store, sql)[1] == run_query(whole, sql)[1]
+    assert not list((store.parent / "resume").glob("*"))  # removed when the pack ended
+    # the saved epochs were carried over, not trained again: their measured seconds are the killed run's
+    for member in saved["members"]:
+        _, rows = run_query(store, "SELECT epoch, seconds FROM epochs WHERE job_id = ? AND epoch <= ? ORDER BY epoch",
+                            [member["job_id"], saved["epoch"]])
+        assert rows == [(e["epoch"], e["seconds"]) for e in member["epochs"]] and len(rows) == saved["epoch"]

@@ -60,9 +60,13 @@ def fail_missing(store: Store, pack: Pack, error: str, device: str, sweep: str) 
     return [job.job_id for job in pack.jobs]
 
 
+RESUME_EVERY = 5  # epochs between a pack's resumable states: a killed pack loses at most this many
+
+
 def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str | None,
              progress: Callable[[Progress], None] = lambda event: None) -> list[str]:
-    """Train `pack` on `device` and write its shards; returns the job ids written."""
+    """Train `pack` on `device` and write its shards; returns the job ids written. The pack keeps a
+    resumable state in the store's resume/<pack_id>/, so a killed run of the same pack goes on from it."""
     from harness.datasets import load_dataset
 
     first = pack.jobs[0]
@@ -70,7 +74,9 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
         data = load_dataset(first.dataset, data_root, device, first.dtype)
     except Exception as exc:  # missing data fails the jobs, not the sweep
         return fail_missing(store, pack, f"{type(exc).__name__}: {exc}", device, sweep)
-    write_results(store, train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir), sweep)
+    results = train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir,
+                         resume_dir=store.root / "resume" / pack.pack_id, save_every=RESUME_EVERY)
+    write_results(store, results, sweep)
     return [job.job_id for job in pack.jobs]
 
 
