@@ -32,12 +32,18 @@ class Evaluated:
     error: str = ""
 
 
-def load_checkpoint(store: Store, job_id: str, data, device: str):
-    """(spec, one-member model in eval mode) from jobs/<job_id>/spec.json and model.safetensors."""
+def read_spec(store: Store, job_id: str) -> JobSpec:
+    """The spec a job's checkpoint was saved with (jobs/<job_id>/spec.json)."""
+    return JobSpec.from_dict(json.loads((store.job_dir(job_id) / "spec.json").read_text()))
+
+
+def load_checkpoint(store: Store, job_id: str, data, device: str, spec: JobSpec | None = None):
+    """(spec, one-member model in eval mode) from jobs/<job_id>/spec.json (unless given) and
+    model.safetensors."""
     from safetensors.torch import load_file
 
     folder = store.job_dir(job_id)
-    spec = JobSpec.from_dict(json.loads((folder / "spec.json").read_text()))
+    spec = spec or read_spec(store, job_id)
     model = build_model((spec,), data, torch.device(device))
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
     return spec, model.eval()
@@ -58,13 +64,12 @@ def evaluate_jobs(store: Store, job_ids: list[str], metrics: list[str], device: 
     loaded: dict[str, object] = {}
     for job_id in job_ids:
         try:
-            spec_path = store.job_dir(job_id) / "spec.json"
-            spec = JobSpec.from_dict(json.loads(spec_path.read_text()))
+            spec = read_spec(store, job_id)
             key = json.dumps([spec.dataset.to_dict(), spec.dtype], sort_keys=True)
             if key not in loaded:
                 loaded = {key: load_dataset(spec.dataset, data_root, device, spec.dtype)}  # one dataset at a time
             data = loaded[key]
-            spec, model = load_checkpoint(store, job_id, data, device)
+            spec, model = load_checkpoint(store, job_id, data, device, spec)
             enc = encodings(data, "test", *posteriors(model, data.test_x, spec.batch_size))
             outputs = compute_metrics(enc, metrics, lambda name, seed=spec.seed: metric_generator(seed, name))
         except Exception as exc:  # one job's missing checkpoint or data never stops the others

@@ -47,12 +47,13 @@ def _imq_pair_sums(a: torch.Tensor, b: torch.Tensor, grads: bool):
     return total, grad_a, grad_b
 
 
-class _IMQPairSum(torch.autograd.Function):
-    """Autograd wrapper of _imq_pair_sums: the gradient is computed in the forward pass."""
+class PairSumWithGradient(torch.autograd.Function):
+    """Autograd wrapper of a pair sum that computes its gradient in the forward pass: `pair_sums(a, b)`
+    returns (total (G,), d total / d a, d total / d b)."""
 
     @staticmethod
-    def forward(ctx, a, b, grads):
-        total, grad_a, grad_b = _imq_pair_sums(a, b, grads)
+    def forward(ctx, a, b, pair_sums):
+        total, grad_a, grad_b = pair_sums(a, b)
         ctx.save_for_backward(grad_a, grad_b)
         return total
 
@@ -68,7 +69,7 @@ def imq_pair_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     grads = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
     if not grads:
         return _imq_pair_sums(a, b, False)[0]
-    return _IMQPairSum.apply(a, b, True)
+    return PairSumWithGradient.apply(a, b, lambda x, y: _imq_pair_sums(x, y, True))
 
 
 def mmd_dim(z: torch.Tensor, prior_z: torch.Tensor, q_loc=None, q_scale=None, prior=None) -> torch.Tensor:

@@ -229,25 +229,12 @@ def imq_self_sums_fast(a: torch.Tensor, grads: bool, method: str = "auto", scale
     return imq_pair_sums_fast(a, a, grads, method, scales)
 
 
-class _IMQPairSumFast(torch.autograd.Function):
-    """Autograd wrapper: the gradient is computed in the forward pass."""
-
-    @staticmethod
-    def forward(ctx, a, b, same):
-        total, grad_a, grad_b = imq_pair_sums_fast(a, a if same else b, True)
-        ctx.save_for_backward(grad_a, grad_b)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_total):
-        grad_a, grad_b = ctx.saved_tensors
-        scale = grad_total.reshape(-1, 1, 1)
-        return grad_a * scale, grad_b * scale, None
-
-
 def imq_pair_sum_fast(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Drop-in for divergences.imq_pair_sum: (G,) kernel sums, differentiable in a and b."""
+    from harness.models.divergences import PairSumWithGradient  # here: divergences may import this module
+
     grads = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
     if not grads:
         return imq_pair_sums_fast(a, b, False)[0]
-    return _IMQPairSumFast.apply(a, b, b is a)
+    same = b is a  # the self-sum shortcut, decided before autograd hands over its own references
+    return PairSumWithGradient.apply(a, b, lambda x, y: imq_pair_sums_fast(x, x if same else y, True))

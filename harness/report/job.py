@@ -8,7 +8,6 @@ first two coordinates. No printing: the CLI reports the paths.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch  # noqa: E402
 
 from harness.datasets import Dataset, load_dataset  # noqa: E402
 from harness.db.store import Store  # noqa: E402
-from harness.evaluation import load_checkpoint, posteriors  # noqa: E402
+from harness.evaluation import load_checkpoint, posteriors, read_spec  # noqa: E402
 from harness.spec import JobSpec  # noqa: E402
 from harness.train import generator  # noqa: E402
 
@@ -47,9 +46,9 @@ def load_job(store: Store, job_id: str, data_root: str | None = None) -> Loaded:
     if absent:
         raise FileNotFoundError(f"job {job_id}: no checkpoint in {folder} (missing {', '.join(absent)}); "
                                 "only jobs that finished training leave one")
-    spec = JobSpec.from_dict(json.loads((folder / "spec.json").read_text()))
+    spec = read_spec(store, job_id)
     data = load_dataset(spec.dataset, data_root, "cpu", spec.dtype)
-    _, model = load_checkpoint(store, job_id, data, "cpu")
+    _, model = load_checkpoint(store, job_id, data, "cpu", spec)
     return Loaded(spec, data, model)
 
 
