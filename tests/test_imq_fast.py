@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from harness.models import divergences
+from harness.models import imq_fast as imq_fast_module
 from harness.models.imq_fast import (
     MMD_SCALES,
     _cheb_pair_sums,
@@ -164,3 +165,51 @@ def test_cuda_matches_cpu():
     for method in METHODS:
         out = imq_pair_sums_fast(a.cuda(), b.cuda(), True, method=method)
         _check([t.cpu() for t in out], ref, True)
+
+
+def _mmd_dim_direct(z, prior_z):
+    """mmd_dim as numerics version 2 computed it: the direct sums of divergences.imq_pair_sum."""
+    g, b, latent = z.shape
+    x, y = prior_z.transpose(1, 2), z.transpose(1, 2)
+    xx, yy, xy = divergences.imq_pair_sum(x, x), divergences.imq_pair_sum(y, y), divergences.imq_pair_sum(x, y)
+    diagonal = b * latent * len(MMD_SCALES)
+    return (xx + yy - 2 * diagonal) / (b * (b - 1)) - 2 * xy / b**2
+
+
+def test_mmd_dim_takes_the_chebyshev_path_and_keeps_value_and_gradient():
+    """Training's mmd_dim at the sparsity experiment's batch (B = 500): value and gradient with respect to the
+    posterior samples equal the direct sums' to 1e-6 relative in float64, the SPEC's tolerance."""
+    gen = torch.Generator().manual_seed(3)
+    z = (0.8 * torch.randn(2, 500, 4, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    prior_z = torch.randn(2, 500, 4, generator=gen, dtype=torch.float64)
+    calls = []
+    original = imq_fast_module._cheb_pair_sums
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    z_ref = z.detach().clone().requires_grad_(True)
+    expected = _mmd_dim_direct(z_ref, prior_z)
+    expected.sum().backward()
+    imq_fast_module._cheb_pair_sums = spy
+    try:
+        value = divergences.mmd_dim(z, prior_z)
+    finally:
+        imq_fast_module._cheb_pair_sums = original
+    value.sum().backward()
+    assert calls == [True, True, True]  # xx, yy and xy all came from the Chebyshev expansion
+    _close(value.detach(), expected.detach())
+    _close(z.grad, z_ref.grad)
+
+
+def test_golden_mmd_dim_through_the_chebyshev_path(golden, monkeypatch):
+    """The golden case is small (the direct sums take it by default): forced through the expansion it still
+    gives the reference's value."""
+    monkeypatch.setattr(imq_fast_module, "MIN_PAIRS", 0)
+    monkeypatch.setattr(imq_fast_module, "NODE_COST", 10**9)
+    case = golden["mmd_dim"]
+    x = torch.tensor(case["x"], dtype=torch.float64).unsqueeze(0)
+    y = torch.tensor(case["y"], dtype=torch.float64).unsqueeze(0)
+    assert divergences.mmd_dim(y, x)[0].item() == pytest.approx(case["value"], rel=1e-6)

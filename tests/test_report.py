@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.db.store import Store, ingest_result
+from harness.numerics import NUMERICS_VERSION as NV
 from harness.report.claims import FAIL, NO_DATA, PASS, check_claims
 from harness.schema import Options
 from harness.spec import JobSpec
@@ -33,7 +34,7 @@ def add(store: Store, sweep: str, jobs: list[tuple[JobSpec, float]]) -> None:
     with store.connect() as con:
         for spec, hoyer in jobs:
             ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": sweep,
-                                "numerics": 2, "git_commit": "abcdef123",
+                                "numerics": NV, "git_commit": "abcdef123",
                                 "metrics": [{"split": "test", "name": "hoyer", "value": hoyer, "metric": "hoyer",
                                              "version": 1}]})
 
@@ -92,9 +93,9 @@ def test_iwae_is_plotted_next_to_the_elbo_where_it_was_asked_for(tmp_path):
     store.register_sweep("iw", "-", "", "", [spec.job_id])
     with store.connect() as con:
         ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": "iw",
-                            "numerics": 2, "metrics": [
-                                {"split": "test", "name": "elbo", "value": -90.0, "metric": "elbo", "version": 2},
-                                {"split": "test", "name": "iwae", "value": -85.0, "metric": "elbo", "version": 2}]})
+                            "numerics": NV, "metrics": [
+                                {"split": "test", "name": "elbo", "value": -90.0, "metric": "elbo", "version": NV},
+                                {"split": "test", "name": "iwae", "value": -85.0, "metric": "elbo", "version": NV}]})
     out = tmp_path / "r"
     assert CliRunner().invoke(app, ["report", "figures", "--store", str(store.path), "--out", str(out),
                                     "--only", "iwae"]).exit_code == 0
@@ -109,7 +110,7 @@ def test_timings_are_per_model_epoch_by_device_pack_and_commit(tmp_path):
     with store.connect() as con:
         for spec, pack in zip(specs, (1, 4), strict=True):
             ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": "t",
-                                "numerics": 2, "device": "cpu", "pack_size": pack, "git_commit": "abcdef123",
+                                "numerics": NV, "device": "cpu", "pack_size": pack, "git_commit": "abcdef123",
                                 "epochs": [{"epoch": e, "loss": 1.0, "recon": 1.0, "kl": 1.0, "reg": 0.0,
                                             "seconds": 8.0, "samples_per_second": 100.0} for e in (1, 2, 3)]})
     out = tmp_path / "r"

@@ -80,13 +80,19 @@ def mmd_dim(z: torch.Tensor, prior_z: torch.Tensor, q_loc=None, q_scale=None, pr
     (its `stats / batch_size` divides a sum that is already B times this), and the objective weights
     it as alpha * B * D_hat, as the reference's `obj.sum()` does. Until numerics version 2 this
     returned D_hat / B, which made alpha B times weaker than the paper's.
+
+    The pair sums are harness.models.imq_fast's (numerics version 3): on the CPU a Chebyshev expansion
+    computed in float64, 20 to 30 times faster than the direct sums of `imq_pair_sum` at B = 500, and equal to
+    them to 1e-6 relative in float64 (tests/test_imq_fast.py); elsewhere the direct sums.
     """
+    from harness.models.imq_fast import imq_pair_sum_fast  # imq_fast imports this module's autograd wrapper
+
     g, b, latent = z.shape
     x = prior_z.transpose(1, 2)  # (G, L, B)
     y = z.transpose(1, 2)
-    xx = imq_pair_sum(x, x)
-    yy = imq_pair_sum(y, y)
-    xy = imq_pair_sum(x, y)
+    xx = imq_pair_sum_fast(x, x)
+    yy = imq_pair_sum_fast(y, y)
+    xy = imq_pair_sum_fast(x, y)
     diagonal = b * latent * len(MMD_SCALES)  # k(a, a) = 1 for every i, d and s
     return (xx + yy - 2 * diagonal) / (b * (b - 1)) - 2 * xy / b**2
 
