@@ -2,10 +2,10 @@
 the direct sums over all pairs ("imq_direct", what numerics 2 computed).
 
 Both run harness.models.divergences.mmd_dim itself at the paper's batch (G = 1, B = 500, latent 50); "imq_direct"
-raises imq_fast's MIN_PAIRS so that every pair sum takes the direct path, so the formula around them is the same. Run with
-`make bench` or `pytest tests/benchmarks/test_bench_imq_fast.py --benchmark-only --benchmark-enable`. The device
-is taken from HARNESS_BENCH_DEVICE (default: cuda if available, else cpu); off the CPU imq_fast's default is the
-direct sums, so there the two cases should time alike.
+raises imq_fast's MIN_PAIRS so that every pair sum takes the direct path, so the formula around them is the same.
+Run with `make bench` or `pytest tests/benchmarks/test_bench_imq_fast.py --benchmark-only --benchmark-enable`.
+The device is taken from HARNESS_BENCH_DEVICE (default: cuda if available, else cpu); off the CPU imq_fast's
+default is the direct sums, so there the two cases should time alike.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import os
 import pytest
 import torch
 
-from harness.models import divergences
-from harness.models import imq_fast
+from harness.models import divergences, imq_fast
 
 DEVICE = os.environ.get("HARNESS_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 GROUPS, BATCH, LATENT = 1, 500, 50
