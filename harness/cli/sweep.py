@@ -21,6 +21,7 @@ from harness.cli.common import (
     report_quarantined,
 )
 from harness.db.store import Store, StoreUnavailable, StoreWriteError, SweepConflict
+from harness.executors.worker import RESUME_EVERY
 from harness.numerics import NUMERICS_VERSION
 from harness.schema import SpecError
 from harness.spec import Sweep, job_summary, load_sweep, plan_packs
@@ -48,20 +49,6 @@ def _load(path: Path) -> Sweep:
         fail(error.render(), 2)
 
 
-def _pack_size(requested: int | None, devices: list[str]) -> int:
-    if requested is not None:
-        return requested
-    return 1 if devices == ["cpu"] else 8
-
-
-def _statuses(store: Store, sweep: Sweep) -> dict[str, str]:
-    """Statuses from the database, or, for jobs it lacks, from shards left by a killed run (the next
-    `sweep run` ingests those)."""
-    ids = [j.job_id for j in sweep.jobs]
-    statuses = store.statuses(ids)
-    return {**store.shard_statuses([i for i in ids if i not in statuses]), **statuses}
-
-
 def _short(value) -> str:
     if value is None:
         return ""
@@ -71,27 +58,28 @@ def _short(value) -> str:
 @app.command()
 def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: PackOption = None,
          device: DeviceOption = Device.auto) -> None:
-    """Show the jobs of a sweep (done / failed / pending) and how they will be packed.
+    """Show the jobs of a sweep (done / failed / running / pending) and how they will be packed.
+
+    The same rule as `sweep run` decides what is left (harness.executors.base.what_is_left); plan changes
+    nothing in the store.
 
     Example: harness sweep plan sweeps/sparsity.toml
     """
-    from harness.executors.local import visible_devices
+    from harness.executors.base import what_is_left
+    from harness.executors.local import default_pack_size, visible_devices
 
     sweep = _load(sweep_file)
     the_store = Store(store)
     try:
-        statuses = _statuses(the_store, sweep)
-        stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
-        statuses |= {job_id: "running" for job_id in the_store.running(j.job_id for j in sweep.jobs
-                                                                        if j.job_id not in statuses)}
+        left = what_is_left(the_store, sweep, write=False)
     except StoreUnavailable as exc:
         fail(str(exc))
     try:
         devices = visible_devices(device.value)
     except RuntimeError as exc:
         fail(str(exc), 2)
-    size = _pack_size(pack_size, devices)
-    packs = plan_packs([j for j in sweep.jobs if statuses.get(j.job_id) is None], size)
+    size = pack_size or default_pack_size(devices)
+    packs = left.packs(size)
     pack_of = {job.job_id: i + 1 for i, pack in enumerate(packs) for job in pack.jobs}
     table = Table(title=f"sweep {sweep.name}: {sweep.description}", title_justify="left")
     columns = ["job_id", "dataset", "prior", "gamma", "alpha", "beta", "seed", "epochs", "status", "pack"]
@@ -100,16 +88,22 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
                          else "left")
     for job in sweep.jobs:
         s = job_summary(job)
-        status = statuses.get(job.job_id, "stale" if job.job_id in stale else "pending")
+        status = left.status(job.job_id)
+        if status == "pending" and job.job_id in left.stale:
+            status = "stale"
         table.add_row(job.job_id, s["dataset"], s["prior"], _short(s["gamma"]), _short(s["alpha"]),
                       _short(s["beta"]), str(s["seed"]), str(s["epochs"]), status,
                       str(pack_of.get(job.job_id, "")))
     console.print(table)
-    counts = {k: sum(1 for j in sweep.jobs if statuses.get(j.job_id, "pending") == k)
-              for k in ("done", "failed", "diverged", "running", "pending")}
+    counts = left.counts(list(sweep.jobs))
     console.print(f"{len(sweep.jobs)} jobs: {counts['done']} done, {counts['failed']} failed, "
                   f"{counts['diverged']} diverged, " + (f"{counts['running']} running, " if counts["running"] else "")
                   + f"{counts['pending']} pending -> {len(packs)} packs of at most {size} on {', '.join(devices)}")
+    tasks = sorted({where for where in left.running.values() if where.startswith("slurm task")})
+    if tasks:
+        console.print(f"{len(tasks)} Slurm tasks of an earlier driver are queued or running: {', '.join(tasks)}; "
+                      "`harness sweep run` re-attaches to them")
+    stale = [j for j in left.todo if j.job_id in left.stale]
     if stale:
         console.print(f"{len(stale)} of the pending jobs are stale: the store has their results from an older "
                       f"numerics version (kept; `harness sweep run` trains numerics {NUMERICS_VERSION} beside them)")
@@ -125,10 +119,14 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
         = "local",
         slurm: Annotated[list[str] | None, typer.Option(
             "--slurm", help="A submitit parameter as KEY=VALUE (repeatable), e.g. slurm_partition=gpu, "
-                            "timeout_min=240, gpus_per_node=1.")] = None,
+                            "timeout_min=240, gpus_per_node=1, slurm_max_num_timeout=10 (requeues after a "
+                            "time limit).")] = None,
         slurm_cluster: Annotated[str | None, typer.Option(
             "--slurm-cluster", help="submitit's cluster: slurm (the default where Slurm is installed) or "
-                                    "local (the same path on this machine, to try a sweep).")] = None) -> None:
+                                    "local (the same path on this machine, to try a sweep).")] = None,
+        save_every: Annotated[int, typer.Option(
+            "--save-every", min=1, help="Epochs between a pack's resumable states: a killed, preempted or "
+                                        "timed-out pack goes on from the last one.")] = RESUME_EVERY) -> None:
     """Run every job of a sweep that the store does not have yet; finished jobs are skipped.
 
     Example: harness sweep run sweeps/quickstart.toml --store runs/harness.duckdb
@@ -136,19 +134,28 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     On a cluster: harness sweep run sweeps/sparsity.toml --executor slurm --slurm slurm_partition=gpu
     --slurm timeout_min=600 --slurm gpus_per_node=1
 
-    Ctrl-C stops cleanly; run the same command again to continue where it stopped.
+    Ctrl-C stops cleanly; run the same command again to continue where it stopped. With --executor slurm
+    the submitted tasks keep running without the driver: run the same command again to re-attach to them.
     """
+    from harness.executors.base import drive, executors, what_is_left
+
     sweep = _load(sweep_file)
     root = data_root_str(data_root)
     the_store = Store(store)
-    where, size, execute = _executor(executor, device, pack_size, slurm or [], slurm_cluster, the_store,
-                                     sweep.name, root)
+    display = _Display()
+    if executor != "slurm" and (slurm or slurm_cluster):
+        fail("--slurm and --slurm-cluster need --executor slurm", 2)
+    options = ({"parameters": slurm or [], "cluster": slurm_cluster, "save_every": save_every}
+               if executor == "slurm" else {"device": device.value})
+    try:
+        runner = executors()[executor](store=the_store, sweep=sweep, data_root=root, pack_size=pack_size,
+                                       on_progress=display.on_event, **options)
+    except (ValueError, RuntimeError, NameError, TypeError) as exc:  # a bad parameter, cluster or device
+        fail(f"--{'slurm' if executor == 'slurm' else 'device'}: {str(exc).splitlines()[0]}", 2)
     ids = [j.job_id for j in sweep.jobs]
     try:
         added = the_store.register_sweep(sweep.name, sweep.path, sweep.description, Path(sweep.path).read_text(), ids)
-        the_store.ingest_shards([i for i in ids if the_store.shard_path(i).exists()])  # left by a killed run
-        statuses = the_store.statuses(ids)
-        stale = the_store.stale([j for j in sweep.jobs if j.job_id not in statuses])
+        left = what_is_left(the_store, sweep, retry_failed, write=True)
     except SweepConflict as exc:
         fail(str(exc), 2)
     except (StoreUnavailable, StoreWriteError) as exc:
@@ -157,71 +164,97 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
         console.print(f"sweep {sweep.name} now lists {added} jobs that it did not list before (its file changed)")
     report_quarantined(the_store)
     the_store.quarantined.clear()
-    rerun = {"failed", "diverged"} if retry_failed else set()
-    wanted = [j for j in sweep.jobs if statuses.get(j.job_id) is None or statuses[j.job_id] in rerun]
+    for task in left.failed_tasks:
+        console.print(f"slurm task {task} ended while no driver watched, without results: its jobs are marked failed")
     the_store.clear_stale_claims(ids)  # a killed driver's claims on jobs that are done since
-    mine, others = the_store.claim([j.job_id for j in wanted])
-    claimed = set(mine)
+    mine, others = the_store.claim([j.job_id for j in left.todo])
     try:
-        _run_claimed(the_store, sweep, [j for j in wanted if j.job_id in claimed], others, size, where, execute,
-                     ids, stale)
+        _run_claimed(the_store, sweep, left, set(mine), others, runner, display, drive)
     finally:
         the_store.release(mine)
 
 
-def _run_claimed(the_store: Store, sweep: Sweep, todo, others, size, where, execute, ids, stale) -> None:
-    """The body of `sweep run` once this driver holds its jobs' claims."""
-    skipped = len(sweep.jobs) - len(todo) - len(others)
-    packs = plan_packs(todo, size)
-    console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
-                  f"in {len(packs)} packs on {where}")
-    if others:
-        owners = sorted({f"pid {o.get('pid')} on {o.get('host')}" for o in others.values()})
-        console.print(f"{len(others)} jobs are being run by another driver ({', '.join(owners)}); this run leaves "
-                      "them to it (run the same command again later to pick up what it leaves)")
-    if stale:
-        console.print(f"{len(stale)} of them have results from an older numerics version, kept apart in the store "
-                      f"(see `harness sweep status`); these runs are numerics {NUMERICS_VERSION}")
-    if not todo:
-        _failed_waiting(the_store, ids)
-        return
-    started = time.time()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console, transient=False)
-    overall = progress.add_task(f"sweep {sweep.name}", total=len(todo), info="")
-    running: dict[str, int] = {}
+class _Display:
+    """rich progress bars for a run: one for the sweep, one per job in flight; a log line per finished job
+    where the output is not a terminal."""
 
-    def on_event(event) -> None:
+    def __init__(self):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=console, transient=False)
+        self.running: dict[str, int] = {}
+
+    def on_event(self, event) -> None:
+        progress, running = self.progress, self.running
         if event.kind == "start":
-            running[event.job_id] = progress.add_task(f"  {event.job_id}", total=event.epochs, info="starting")
+            running[event.job_id] = progress.add_task(f"  {event.job_id}", total=event.epochs or None,
+                                                      info=event.status or "starting")
         elif event.kind == "epoch" and event.job_id in running:
             progress.update(running[event.job_id], completed=event.epoch, info=f"loss {event.loss:,.1f}")
         elif event.kind == "end" and event.job_id in running:
             progress.remove_task(running.pop(event.job_id))
             if not console.is_terminal:  # a log file gets one line per finished job
-                console.print(f"{time.strftime('%H:%M:%S')} {event.job_id} {event.status or 'ended'} "
-                              f"({event.epoch} of {event.epochs} epochs)", highlight=False)
+                console.print(f"{time.strftime('%H:%M:%S')} {event.job_id} {event.status or 'ended'}"
+                              + (f" ({event.epoch} of {event.epochs} epochs)" if event.epochs else ""),
+                              highlight=False)
 
+
+def _run_claimed(the_store: Store, sweep: Sweep, left, mine: set[str], others, runner, display: _Display,
+                 drive) -> None:
+    """The body of `sweep run` once this driver holds its jobs' claims."""
+    ids = [j.job_id for j in sweep.jobs]
+    todo = [j for j in left.todo if j.job_id in mine]
+    attached = {job_id: where for job_id, where in left.running.items() if where.startswith("slurm task")}
+    skipped = len(sweep.jobs) - len(todo) - len(others) - len(attached)
+    packs = plan_packs(todo, runner.pack_size)
+    console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
+                  f"in {len(packs)} packs on {runner.where}")
+    if others:
+        owners = sorted({f"pid {o.get('pid')} on {o.get('host')}" for o in others.values()})
+        console.print(f"{len(others)} jobs are being run by another driver ({', '.join(owners)}); this run leaves "
+                      "them to it (run the same command again later to pick up what it leaves)")
+    if attached:
+        tasks = sorted({where.split(" ")[2] for where in attached.values()})
+        if hasattr(runner, "attach"):
+            runner.attach(attached)
+            console.print(f"{len(attached)} jobs are in {len(tasks)} Slurm tasks an earlier driver submitted "
+                          f"({', '.join(tasks)}): re-attached, not submitted again")
+        else:
+            console.print(f"{len(attached)} jobs are in {len(tasks)} Slurm tasks an earlier driver submitted "
+                          f"({', '.join(tasks)}); this run leaves them to Slurm (`harness sweep status` follows them)")
+    stale = [j for j in todo if j.job_id in left.stale]
+    if stale:
+        console.print(f"{len(stale)} of them have results from an older numerics version, kept apart in the store "
+                      f"(see `harness sweep status`); these runs are numerics {NUMERICS_VERSION}")
+    if not packs and not runner.in_flight:
+        _failed_waiting(the_store, ids)
+        return
+    started = time.time()
+    watched = [*todo, *(j for j in sweep.jobs if j.job_id in attached)]
+    overall = display.progress.add_task(f"sweep {sweep.name}", total=len(watched), info="")
     try:
-        with progress:
-            for ended in execute(packs, on_event):
-                progress.advance(overall, len(ended.job_ids))
+        with display.progress:
+            for ended in drive(runner, packs):
+                display.progress.advance(overall, len(ended.job_ids))
     except KeyboardInterrupt:
         final = the_store.statuses(ids)
         done = sum(1 for i in ids if final.get(i) == "done")
+        queued = len(the_store.open_submissions(sweep.name)) if hasattr(runner, "attach") else 0
         console.print(f"interrupted: {done} of {len(ids)} jobs are done and stored; run the same command to "
-                      "continue")
+                      "continue" + (f" (its {queued} Slurm tasks go on without it: the same command re-attaches "
+                                    "to them, `harness sweep cancel` stops them)" if queued else ""))
         raise typer.Exit(130) from None
     report_quarantined(the_store)
     if the_store.deferred:
         console.print(f"{len(the_store.deferred)} finished jobs are in their shards but not yet in the database, "
                       "which another process held; the next `harness sweep run` (or `harness db rebuild`) adds them")
-    final = {**the_store.shard_statuses(the_store.deferred), **the_store.statuses([j.job_id for j in todo])}
-    counts = {k: sum(1 for j in todo if final.get(j.job_id) == k) for k in ("done", "failed", "diverged")}
+    final = {**the_store.shard_statuses(the_store.deferred), **the_store.statuses([j.job_id for j in watched])}
+    counts = {k: sum(1 for j in watched if final.get(j.job_id) == k) for k in ("done", "failed", "diverged")}
+    submitted = getattr(runner, "submitted", None)
     console.print(f"finished in {time.time() - started:.0f} s: {counts['done']} done, {counts['failed']} failed, "
-                  f"{counts['diverged']} diverged")
-    for job_id, error in the_store.errors([j.job_id for j in todo]):
+                  f"{counts['diverged']} diverged" + (f" ({submitted} tasks submitted by this run)"
+                                                      if submitted is not None else ""))
+    for job_id, error in the_store.errors([j.job_id for j in watched]):
         console.print(f"  {job_id}: {error}", highlight=False)
     _failed_waiting(the_store, ids)
 
@@ -235,43 +268,39 @@ def _failed_waiting(store: Store, ids: list[str]) -> None:
         raise typer.Exit(1)
 
 
-def _executor(kind: str, device: str, pack_size: int | None, slurm: list[str], slurm_cluster: str | None,
-              store: Store, sweep: str, data_root: str | None):
-    """(where it runs, pack size, execute(packs, on_event) -> iterator of ended packs). Bad options end
-    here, with exit code 2, before the store is touched."""
-    from harness.executors.local import run_local, visible_devices
-    from harness.executors.slurm import parse_parameters, run_slurm, submitit_executor
-
-    if kind == "slurm":
-        try:
-            cluster = submitit_executor(store, sweep, parse_parameters(slurm), slurm_cluster)
-        except (ValueError, RuntimeError, NameError, TypeError) as exc:  # unknown parameter or cluster
-            fail(f"--slurm: {str(exc).splitlines()[0]}", 2)
-        return (f"submitit ({cluster.cluster})", pack_size or 8,
-                lambda packs, on_event: run_slurm(packs, store, sweep, data_root, cluster, on_event))
-    if slurm or slurm_cluster:
-        fail("--slurm and --slurm-cluster need --executor slurm", 2)
-    try:
-        devices = visible_devices(device.value)
-    except RuntimeError as exc:
-        fail(str(exc), 2)
-    return (", ".join(devices), _pack_size(pack_size, devices),
-            lambda packs, on_event: run_local(packs, store, sweep, devices, data_root, on_event))
-
-
 @app.command()
 def status(store: StoreOption = DEFAULT_STORE) -> None:
-    """Every sweep in the store with its counts of done, failed, diverged and pending jobs.
+    """Every sweep in the store with its counts of done, failed, diverged, running and pending jobs.
 
     done, failed and diverged count results of the current numerics version; stale counts the sweep's
-    results from an older one, which stay queryable (column `numerics` of `jobs` and `runs`).
+    results from an older one, which stay queryable (column `numerics` of `jobs` and `runs`). Sweeps with
+    Slurm tasks are brought up to date first: Slurm is asked which tasks still queue or run (those count as
+    running), and the results of tasks that ended since are ingested.
 
     Example: harness sweep status --store runs/harness.duckdb
     """
+    from harness.executors.slurm import reconcile
+
     if not Path(store).exists():
         fail(f"no store at {store}; run a sweep first or pass --store PATH")
+    the_store = Store(store)
+    busy: set[str] = set()
+    notes = []
     try:
-        rows = Store(store).sweep_counts()
+        for name in sorted({s["sweep"] for s in the_store.open_submissions()}):
+            sweep = _stored_sweep(the_store, name)
+            if sweep is None:
+                continue
+            live, dead, ingested = reconcile(the_store, sweep, write=True)
+            busy.update(live)
+            tasks = sorted({where.split(" ")[2] for where in live.values()})
+            if tasks or ingested or dead:
+                notes.append(f"{name}: Slurm has {len(tasks)} of its tasks queued or running"
+                             + (f" ({', '.join(tasks)})" if tasks else "")
+                             + (f"; {ingested} results of tasks that ended were ingested now" if ingested else "")
+                             + (f"; tasks {', '.join(dead)} ended without results (jobs marked failed)"
+                                if dead else ""))
+        rows = the_store.sweep_counts(busy)
     except StoreUnavailable as exc:
         fail(str(exc))
     table = Table(title=f"sweeps in {store}", title_justify="left")
@@ -280,3 +309,51 @@ def status(store: StoreOption = DEFAULT_STORE) -> None:
     for row in rows:
         table.add_row(*[str(v) for v in row])
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
+
+
+def _stored_sweep(store: Store, name: str) -> Sweep | None:
+    """The sweep as the store registered it (its TOML text), or None where that no longer loads."""
+    import tempfile
+
+    with store.reader() as con:
+        row = con.execute("SELECT path, toml FROM sweeps WHERE name = ?", [name]).fetchone()
+    if row is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / Path(row[0]).name
+        copy.write_text(row[1])
+        try:
+            return load_sweep(copy)
+        except SpecError:
+            return None
+
+
+@app.command()
+def cancel(sweep_name: Annotated[str, typer.Argument(
+        help="A sweep's name (as `harness sweep status` lists it) or its file.")],
+           store: StoreOption = DEFAULT_STORE) -> None:
+    """Cancel a sweep's Slurm tasks that are still queued or running (scancel).
+
+    Their jobs get no result: the next `harness sweep run` runs them again, from their last resumable state.
+
+    Example: harness sweep cancel sparsity --store runs/harness.duckdb
+    """
+    from harness.executors.slurm import SlurmUnavailable
+    from harness.executors.slurm import cancel as cancel_tasks
+
+    name = _load(Path(sweep_name)).name if sweep_name.endswith(".toml") else sweep_name
+    if not Path(store).exists():
+        fail(f"no store at {store}; run a sweep first or pass --store PATH")
+    the_store = Store(store)
+    try:
+        if not any(s["sweep"] == name for s in the_store.open_submissions()):
+            console.print(f"sweep {name} has no Slurm tasks queued or running in {store}")
+            return
+        cancelled = cancel_tasks(the_store, name)
+    except SlurmUnavailable as exc:
+        fail(f"cannot cancel: {exc}")
+    except StoreUnavailable as exc:
+        fail(str(exc))
+    console.print(f"cancelled {len(cancelled)} Slurm tasks of sweep {name}: {', '.join(cancelled) or 'none'}")

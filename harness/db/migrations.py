@@ -97,6 +97,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             fingerprint VARCHAR, machine JSON, created TIMESTAMP DEFAULT current_timestamp,
             PRIMARY KEY (run_id, suite, case_name))""",
     ]),
+    # cluster tasks a driver submitted (one per pack), so that a driver run again re-attaches to those still
+    # queued or running instead of submitting their jobs twice; state: submitted (Slurm has it), ended (its
+    # shards are ingested or its jobs marked failed) or cancelled (`harness sweep cancel`)
+    (6, "cluster submissions", [
+        """CREATE TABLE submissions (
+            task_id VARCHAR PRIMARY KEY, sweep VARCHAR, cluster VARCHAR, pack_id VARCHAR, job_ids VARCHAR[],
+            submitted TIMESTAMP DEFAULT current_timestamp, state VARCHAR, ended TIMESTAMP, note VARCHAR)""",
+    ]),
 ]
 
 

@@ -161,6 +161,49 @@ class Store:
             columns = [d[0] for d in cursor.description]
             return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
+    # -- cluster submissions ------------------------------------------------------------------
+    def submissions_log(self) -> Path:
+        """Every change of the `submissions` table, one JSON line each: `db rebuild` replays it, like the
+        shards for jobs, so that a rebuilt store still knows the tasks Slurm runs for it."""
+        return self.root / "slurm" / "submissions.jsonl"
+
+    def _log_submissions(self, events: list[dict[str, Any]]) -> None:
+        path = self.submissions_log()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write("".join(json.dumps(event, sort_keys=True) + "\n" for event in events))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def add_submissions(self, sweep: str, cluster: str, tasks: list[tuple[str, str, list[str]]]) -> None:
+        """Record submitted cluster tasks as (task_id, pack_id, job_ids), state `submitted`."""
+        events = [{"event": "submitted", "task_id": task, "sweep": sweep, "cluster": cluster, "pack_id": pack,
+                   "job_ids": list(ids), "at": time.time()} for task, pack, ids in tasks]
+        self._log_submissions(events)
+        with self.connect() as con:
+            _apply_submissions(con, events)
+
+    def open_submissions(self, sweep: str | None = None) -> list[dict[str, Any]]:
+        """The tasks still `submitted` (of one sweep, or all), oldest first, as dicts of the table's columns."""
+        if not self.path.exists():
+            return []
+        self.ensure_current()
+        with self.reader() as con:
+            cursor = con.execute("""SELECT task_id, sweep, cluster, pack_id, job_ids, submitted FROM submissions
+                                    WHERE state = 'submitted' AND (? IS NULL OR sweep = ?)
+                                    ORDER BY submitted, task_id""", [sweep, sweep])
+            columns = [d[0] for d in cursor.description]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def close_submissions(self, task_ids: Iterable[str], state: str, note: str = "") -> None:
+        """Mark tasks `ended` or `cancelled`, with a note (e.g. the state Slurm gave)."""
+        ids = list(task_ids)
+        if ids:
+            events = [{"event": state, "task_ids": ids, "note": note, "at": time.time()}]
+            self._log_submissions(events)
+            with self.connect() as con:
+                _apply_submissions(con, events)
+
     # -- claims: one driver per job ----------------------------------------------------------
     def claim_path(self, job_id: str) -> Path:
         return self.root / "claims" / f"{self.job_dir(job_id).name}.json"
@@ -184,7 +227,7 @@ class Store:
                     if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
                         mine.append(job_id)
                         break
-                    if owner.get("host") == me["host"] and not _running(owner.get("pid")):
+                    if owner.get("host") == me["host"] and not process_running(owner.get("pid")):
                         path.unlink(missing_ok=True)  # stale: its driver died; take it over
                         continue
                     others[job_id] = owner
@@ -200,7 +243,7 @@ class Store:
         found = set()
         for job_id in job_ids:
             owner = _read_owner(self.claim_path(job_id))
-            if owner and (owner.get("host") != socket.gethostname() or _running(owner.get("pid"))):
+            if owner and (owner.get("host") != socket.gethostname() or process_running(owner.get("pid"))):
                 found.add(job_id)
         return found
 
@@ -209,7 +252,7 @@ class Store:
         for job_id in job_ids:
             path = self.claim_path(job_id)
             owner = _read_owner(path) if path.exists() else {}
-            if owner and owner.get("host") == socket.gethostname() and not _running(owner.get("pid")):
+            if owner and owner.get("host") == socket.gethostname() and not process_running(owner.get("pid")):
                 path.unlink(missing_ok=True)
 
     def release(self, job_ids: Iterable[str]) -> None:
@@ -303,14 +346,16 @@ class Store:
             return con.execute("""SELECT job_id, error FROM jobs WHERE list_contains(?, job_id)
                                   AND status IN ('failed', 'diverged') ORDER BY job_id""", [list(job_ids)]).fetchall()
 
-    def sweep_counts(self) -> list[tuple[str, str, int, int, int, int, int, int, int]]:
+    def sweep_counts(self, busy: Iterable[str] = ()) -> list[tuple[str, str, int, int, int, int, int, int, int]]:
         """(sweep, description, total, done, failed, diverged, running, pending, stale) for every sweep in the
         store.
 
         done, failed and diverged count the current numerics version only; running counts the jobs without
-        a result that a live driver has claimed, pending the others; stale counts the sweep's rows stored
+        a result that a live driver has claimed or that is in `busy` (e.g. in a Slurm task still queued or
+        running), pending the others; stale counts the sweep's rows stored
         under an older numerics version (kept and queryable, but not current results).
         """
+        busy = set(busy)
         self.ensure_current()
         with self.reader() as con:
             rows = con.execute("""
@@ -325,7 +370,7 @@ class Store:
                 GROUP BY s.name, s.description ORDER BY s.name""", {"v": NUMERICS_VERSION}).fetchall()
         counts = []
         for name, description, total, done, failed, diverged, waiting, stale in rows:
-            running = len(self.running(waiting))
+            running = len(self.running(j for j in waiting if j not in busy) | busy.intersection(waiting))
             counts.append((name, description, total, done, failed, diverged, running, len(waiting) - running, stale))
         return counts
 
@@ -403,6 +448,19 @@ class Store:
             return False
 
 
+def _apply_submissions(con, events: list[dict[str, Any]]) -> None:
+    """Apply submissions-log events (see Store.submissions_log) to the table."""
+    for event in events:
+        if event["event"] == "submitted":
+            con.execute("""INSERT OR REPLACE INTO submissions (task_id, sweep, cluster, pack_id, job_ids, submitted,
+                           state) VALUES (?, ?, ?, ?, ?, ?, 'submitted')""",
+                        [event["task_id"], event["sweep"], event["cluster"], event["pack_id"], event["job_ids"],
+                         _timestamp(event["at"])])
+        else:
+            con.execute("""UPDATE submissions SET state = ?, ended = ?, note = ? WHERE list_contains(?, task_id)""",
+                        [event["event"], _timestamp(event["at"]), event.get("note", ""), event["task_ids"]])
+
+
 def _read_owner(path: Path) -> dict[str, Any]:
     try:
         owner = json.loads(path.read_text())
@@ -411,7 +469,7 @@ def _read_owner(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _running(pid: Any) -> bool:
+def process_running(pid: Any) -> bool:
     """Whether process `pid` runs on this host (a zombie has exited)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -543,6 +601,14 @@ def rebuild(store: Store) -> tuple[int, int]:
             store.ingest_checked(con, shard)
         for evaluation in sorted((store.root / "jobs").glob("*/eval/*.json")):  # after their jobs' results
             ingest_evaluation(con, json.loads(evaluation.read_text()))
+        if store.submissions_log().exists():
+            events = []
+            for line in store.submissions_log().read_text().splitlines():
+                try:
+                    events.append(json.loads(line))
+                except ValueError:  # a line cut short by a crash mid-write: the ones before it stand
+                    continue
+            _apply_submissions(con, events)
     if store.path.exists():
         try:
             _open(store.path, True, 25).close()

@@ -1,7 +1,8 @@
 """The local executor: one worker process per visible CUDA device, or one for the CPU.
 
 The driver (the CLI process) hands out packs, relays progress events, and ingests each pack's
-shards as soon as the pack ends, so a killed driver loses at most the packs in flight.
+shards as soon as the pack ends, so a killed driver loses at most the packs in flight (and those
+resume from their last saved state). Workers die with their driver.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 
 from harness.db.store import Store
 from harness.executors.worker import PackEnded, fail_missing, worker_main
-from harness.spec import Pack
+from harness.spec import Pack, Sweep
 from harness.train import Progress
 
 
@@ -28,64 +30,113 @@ def visible_devices(choice: str = "auto") -> list[str]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
-def run_local(packs: list[Pack], store: Store, sweep: str, devices: list[str], data_root: str | None,
-              on_progress: Callable[[Progress], None] = lambda event: None) -> Iterator[PackEnded]:
-    """Run `packs` on `devices`; yields after each pack's shards are ingested. A worker that dies
-    (segfault, out of memory) fails its pack's jobs and is replaced; the sweep goes on."""
-    ctx = mp.get_context("spawn")
-    events = ctx.Queue()
-    pending = list(packs)
-    workers: dict[str, tuple] = {}  # device -> (process, task queue, pack in flight)
+def default_pack_size(devices: list[str]) -> int:
+    return 1 if devices == ["cpu"] else 8
 
-    def start(device: str):
-        tasks = ctx.Queue()
-        process = ctx.Process(target=worker_main, daemon=True,
-                              args=(device, str(store.path), sweep, data_root, tasks, events, os.getpid()))
+
+class LocalExecutor:
+    """Packs go to one worker process per device, a pack at a time each. A worker that dies (segfault,
+    out of memory) fails its pack's jobs and is replaced; the sweep goes on."""
+
+    def __init__(self, store: Store, sweep: Sweep, devices: list[str], data_root: str | None, pack_size: int,
+                 on_progress: Callable[[Progress], None] = lambda event: None):
+        self.store, self.sweep, self.devices, self.data_root = store, sweep.name, devices, data_root
+        self.pack_size, self.on_progress = pack_size, on_progress
+        self.where = ", ".join(devices)
+        self._ctx = mp.get_context("spawn")
+        self._events = self._ctx.Queue()
+        self._pending: list[Pack] = []
+        self._workers: dict[str, tuple] = {}  # device -> (process, task queue, pack in flight or None)
+
+    @classmethod
+    def create(cls, store: Store, sweep: Sweep, data_root: str | None, pack_size: int | None,
+               on_progress: Callable[[Progress], None] = lambda event: None, device: str = "auto",
+               **options) -> LocalExecutor:
+        """Raises ValueError for options it does not take and RuntimeError for a device it cannot use."""
+        if options:
+            raise ValueError(f"the local executor takes no {', '.join(sorted(options))} (those are for slurm)")
+        devices = visible_devices(device)
+        return cls(store, sweep, devices, data_root, pack_size or default_pack_size(devices), on_progress)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) + sum(1 for _, _, pack in self._workers.values() if pack is not None)
+
+    def submit(self, packs: list[Pack]) -> None:
+        self._pending.extend(packs)
+        for device in self.devices:
+            if not self._pending:
+                break
+            if device not in self._workers:
+                self._workers[device] = (*self._start(device), None)
+            if self._workers[device][2] is None:
+                self._hand_out(device)
+
+    def poll(self, timeout: float) -> list[PackEnded]:
+        ended: list[PackEnded] = []
+        deadline = time.monotonic() + timeout
+        while not ended and self.in_flight:
+            try:
+                kind, payload = self._events.get(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if self.store.deferred:  # the database was held by another process: try again now
+                    self.store.ingest_or_defer([])
+                ended.extend(self._reap())
+                if time.monotonic() >= deadline:
+                    break
+                continue
+            if kind == "progress":
+                self.on_progress(payload)
+                if time.monotonic() >= deadline:
+                    break
+            elif kind == "pack_done":
+                self.store.ingest_or_defer(payload)
+                device = next(d for d, (_, _, p) in self._workers.items()
+                              if p is not None and p.jobs[0].job_id == payload[0])
+                self._hand_out(device)
+                ended.append(PackEnded(payload))
+        if not self.in_flight and self.store.deferred:
+            self.store.ingest_or_defer([])
+        return ended
+
+    def close(self) -> None:
+        for device, (process, tasks, _) in self._workers.items():
+            if process.is_alive():
+                tasks.put(None)
+                process.terminate()
+            self._workers[device] = (process, tasks, None)
+        for process, _, _ in self._workers.values():
+            process.join(timeout=5)
+        self._workers.clear()
+
+    def _start(self, device: str):
+        tasks = self._ctx.Queue()
+        process = self._ctx.Process(target=worker_main, daemon=True,
+                                    args=(device, str(self.store.path), self.sweep, self.data_root, tasks,
+                                          self._events, os.getpid()))
         process.start()
         return process, tasks
 
-    def hand_out(device: str) -> None:
-        process, tasks, _ = workers[device]
-        if pending:
-            pack = pending.pop(0)
-            tasks.put(pack)
-            workers[device] = (process, tasks, pack)
-        else:
-            tasks.put(None)
-            workers[device] = (process, tasks, None)
+    def _hand_out(self, device: str) -> None:
+        process, tasks, _ = self._workers[device]
+        pack = self._pending.pop(0) if self._pending else None
+        tasks.put(pack)
+        if pack is None:  # nothing left for it: the worker exits
+            del self._workers[device]
+            return
+        self._workers[device] = (process, tasks, pack)
 
-    try:
-        for device in devices[:max(1, len(packs))]:
-            workers[device] = (*start(device), None)
-            hand_out(device)
-        while any(pack is not None for _, _, pack in workers.values()):
-            try:
-                kind, payload = events.get(timeout=1.0)
-            except queue.Empty:
-                if store.deferred:  # the database was held by another process: try again now
-                    store.ingest_or_defer([])
-                for device, (process, _tasks, pack) in list(workers.items()):
-                    if pack is not None and not process.is_alive():
-                        error = f"worker process on {device} died (exit code {process.exitcode})"
-                        ids = fail_missing(store, pack, error, device, sweep)
-                        store.ingest_or_defer(ids)
-                        workers[device] = (*start(device), None)
-                        hand_out(device)
-                        yield PackEnded(ids)
-                continue
-            if kind == "progress":
-                on_progress(payload)
-            elif kind == "pack_done":
-                store.ingest_or_defer(payload)
-                device = next(d for d, (_, _, p) in workers.items()
-                              if p is not None and p.jobs[0].job_id == payload[0])
-                hand_out(device)
-                yield PackEnded(payload)
-        if store.deferred:
-            store.ingest_or_defer([])
-    finally:
-        for process, _tasks, _ in workers.values():
-            if process.is_alive():
-                process.terminate()
-        for process, _, _ in workers.values():
-            process.join(timeout=5)
+    def _reap(self) -> list[PackEnded]:
+        """Fail the packs of workers that died, and replace those workers."""
+        ended = []
+        for device, (process, _tasks, pack) in list(self._workers.items()):
+            if pack is not None and not process.is_alive():
+                error = f"worker process on {device} died (exit code {process.exitcode})"
+                ids = fail_missing(self.store, pack, error, device, self.sweep)
+                self.store.ingest_or_defer(ids)
+                for job_id in ids:
+                    self.on_progress(Progress("end", job_id))
+                self._workers[device] = (*self._start(device), None)
+                self._hand_out(device)
+                ended.append(PackEnded(ids))
+        return ended

@@ -1,32 +1,55 @@
 """The Slurm executor: each pack is one task of a submitit job array.
 
 Tasks run `run_pack` on their node (its GPU if it has one) and write shards to the shared run
-folder next to the store; the driver waits, ingests each pack's shards as its task ends, and
-records a failed shard for every job whose task died without writing one. A driver that was
-stopped can be re-run: finished shards are ingested and skipped, the rest resubmitted.
+folder next to the store. Every task the driver submits is recorded in the store's `submissions`
+table with Slurm's id, so the driver may leave: run again (or `harness sweep status`), it asks Slurm
+(squeue; sacct for the end state where the cluster keeps accounting) about them, re-attaches to the
+tasks still queued or running, ingests the shards of those that ended, and marks failed the jobs of
+tasks that ended without one. Nothing is submitted twice.
+
+A task is a submitit `Checkpointable`: on a time limit or a preemption Slurm signals it, submitit
+requeues it, and the pack goes on from its last resumable state (harness.resume) under the same id.
 
 Nothing here schedules work: Slurm does. `cluster="local"` (submitit's local executor) runs the
-same path on this machine, for tests and for trying a sweep before submitting it.
+same path on this machine, for trying a sweep before submitting it; its task ids are process ids.
 """
 
 from __future__ import annotations
 
+import getpass
+import os
+import shutil
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from harness.db.store import Store
-from harness.executors.worker import PackEnded, fail_missing, run_pack
-from harness.spec import Pack
+from harness.db.store import Store, process_running
+from harness.executors.worker import RESUME_EVERY, PackEnded, fail_missing, run_pack
+from harness.spec import Pack, Sweep
 from harness.train import Progress
 
+try:  # the task must be Checkpointable for submitit to requeue it; submitit is optional on a GPU node
+    from submitit.helpers import Checkpointable
+except ImportError:  # pragma: no cover - only where submitit is not installed
+    Checkpointable = object  # type: ignore[assignment,misc]
 
-def run_pack_task(pack: Pack, store_path: str, sweep: str, data_root: str | None) -> list[str]:
-    """What one array task runs: the node's first GPU if it has one, else its CPUs."""
-    import torch
 
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    return run_pack(pack, Store(store_path), sweep, device, data_root)
+class SlurmUnavailable(RuntimeError):
+    """squeue could not be asked (not installed, or the controller does not answer)."""
+
+
+class PackTask(Checkpointable):
+    """What one array task runs: its pack on the node's first GPU if it has one, else its CPUs. On a
+    time limit or preemption submitit calls `checkpoint`, which resubmits the same call: the pack's own
+    resumable state (saved every `save_every` epochs) is what carries the progress over."""
+
+    def __call__(self, pack: Pack, store_path: str, sweep: str, data_root: str | None,
+                 save_every: int = RESUME_EVERY) -> list[str]:
+        import torch
+
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        return run_pack(pack, Store(store_path), sweep, device, data_root, save_every=save_every)
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, Any]:
@@ -48,35 +71,221 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
 
 
 def submitit_executor(store: Store, sweep: str, parameters: dict[str, Any], cluster: str | None):
-    """A submitit executor logging to runs/slurm/<sweep>/; raises ValueError on an unknown parameter."""
+    """A submitit executor logging to runs/slurm/<sweep>/; raises ValueError on an unknown parameter.
+    `slurm_max_num_timeout` (how often a task may be requeued after a time limit; submitit's default 3)
+    goes to the constructor, the rest to update_parameters."""
     import submitit
 
-    executor = submitit.AutoExecutor(folder=store.root / "slurm" / sweep, cluster=cluster)
+    parameters = dict(parameters)
+    extra = {}
+    if "slurm_max_num_timeout" in parameters:
+        extra["slurm_max_num_timeout"] = int(parameters.pop("slurm_max_num_timeout"))
+    executor = submitit.AutoExecutor(folder=store.root / "slurm" / sweep, cluster=cluster, **extra)
     executor.update_parameters(name=f"harness-{sweep}", **parameters)
     return executor
 
 
-def run_slurm(packs: list[Pack], store: Store, sweep: str, data_root: str | None, executor,
-              on_progress: Callable[[Progress], None] = lambda event: None,
-              poll_seconds: float = 5.0) -> Iterator[PackEnded]:
-    """Submit `packs` as one job array on `executor` and yield as each task's shards are ingested."""
-    n = len(packs)
-    tasks = executor.map_array(run_pack_task, packs, [str(store.path)] * n, [sweep] * n, [data_root] * n)
-    waiting = dict(zip(range(n), tasks, strict=True))
-    for i, task in waiting.items():
-        for job in packs[i].jobs:
-            on_progress(Progress("start", job.job_id, 0, job.epochs, status=f"slurm {task.job_id}"))
-    while waiting:
-        for i, task in list(waiting.items()):
-            if not task.done():
-                continue
-            del waiting[i]
-            # a task that died (time limit, node failure, out of memory) wrote no shards
-            error = f"slurm task {task.job_id} ended in state {task.state} without a result"
-            ids = fail_missing(store, packs[i], error, "slurm", sweep)
-            store.ingest_or_defer(ids)
-            for job_id in ids:
-                on_progress(Progress("end", job_id))
-            yield PackEnded(ids)
-        if waiting:
-            time.sleep(poll_seconds)
+# -- asking the cluster -----------------------------------------------------------------------------
+
+def _run(command: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    if shutil.which(command[0]) is None:
+        raise SlurmUnavailable(f"{command[0]} is not installed here")
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise SlurmUnavailable(f"{command[0]} did not answer in {timeout:.0f} s") from exc
+    return done
+
+
+def queued(cluster: str, task_ids: Iterable[str]) -> dict[str, str]:
+    """task id -> state for the tasks that are still queued or running (absent: ended). Slurm: this
+    user's jobs in squeue, one line per array task; submitit's local cluster: processes still alive.
+    Raises SlurmUnavailable when Slurm cannot be asked."""
+    wanted = set(task_ids)
+    if not wanted:
+        return {}
+    if cluster == "local":
+        return {task: "RUNNING" for task in wanted if _alive(task.split("_")[0])}
+    done = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"])
+    if done.returncode != 0:
+        raise SlurmUnavailable(f"squeue failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    states = {}
+    for line in done.stdout.splitlines():
+        task, _, state = line.strip().partition("|")
+        if task in wanted:
+            states[task] = state
+    return states
+
+
+def end_states(task_ids: Iterable[str]) -> dict[str, str]:
+    """task id -> Slurm's final state (COMPLETED, TIMEOUT, CANCELLED, ...) where sacct keeps accounting;
+    empty where it does not."""
+    ids = sorted(set(task_ids))
+    if not ids:
+        return {}
+    try:
+        done = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State"])
+    except SlurmUnavailable:
+        return {}
+    if done.returncode != 0:
+        return {}
+    states = {}
+    for line in done.stdout.splitlines():
+        task, _, state = line.strip().partition("|")
+        if task in ids:
+            states[task] = state.split()[0] if state else ""
+    return states
+
+
+def _alive(pid: str) -> bool:
+    try:
+        return process_running(int(pid))
+    except ValueError:
+        return False
+
+
+def close_ended(store: Store, sweep: str, ended: list[dict[str, Any]], specs: dict[str, Any]) -> tuple[int, list]:
+    """Ingest the shards of tasks that left the queue, mark failed the jobs they left without one, and
+    mark the tasks ended. Returns (jobs ingested, ids of the tasks that left jobs without a shard)."""
+    if not ended:
+        return 0, []
+    finals = end_states(s["task_id"] for s in ended if s["cluster"] != "local")
+    dead, ids = [], []
+    for sub in ended:
+        task, job_ids = sub["task_id"], list(sub["job_ids"])
+        ids.extend(job_ids)
+        jobs = tuple(specs[j] for j in job_ids if j in specs)
+        missing = [j for j in jobs if not store.shard_path(j.job_id).exists()]
+        if missing:
+            final = finals.get(task)
+            how = f"in state {final}" if final else "(Slurm keeps no accounting here to say how)"
+            fail_missing(store, Pack(jobs), f"slurm task {task} ended {how} without a result", "slurm", sweep)
+            dead.append(task)
+    ingested = store.ingest_shards(ids)
+    for sub in ended:
+        final = finals.get(sub["task_id"], "")
+        store.close_submissions([sub["task_id"]], "ended", final)
+    return ingested, dead
+
+
+def reconcile(store: Store, sweep: Sweep, write: bool) -> tuple[dict[str, str], list[str], int]:
+    """Bring the sweep's recorded cluster tasks up to date: (job id -> "slurm task ID (STATE)" for tasks still
+    queued or running, ids of tasks that died without shards, jobs ingested). Without `write` nothing changes
+    (tasks that ended are left for the next `sweep run`). Where Slurm cannot be asked, every recorded task
+    counts as still queued: better wait than run a job twice."""
+    subs = store.open_submissions(sweep.name)
+    if not subs:
+        return {}, [], 0
+    live: dict[str, str] = {}
+    for cluster in sorted({s["cluster"] for s in subs}):
+        mine = [s for s in subs if s["cluster"] == cluster]
+        try:
+            states = queued(cluster, (s["task_id"] for s in mine))
+        except SlurmUnavailable as exc:
+            states = {s["task_id"]: f"unknown: {exc}" for s in mine}
+        for sub in mine:
+            if sub["task_id"] in states:
+                live.update({job_id: f"slurm task {sub['task_id']} ({states[sub['task_id']].lower()})"
+                             for job_id in sub["job_ids"]})
+    ended = [s for s in subs if not any(j in live for j in s["job_ids"])]
+    if not write:
+        return live, [], 0
+    ingested, dead = close_ended(store, sweep.name, ended, {j.job_id: j for j in sweep.jobs})
+    return live, dead, ingested
+
+
+def cancel(store: Store, sweep: str) -> list[str]:
+    """scancel the sweep's recorded tasks that are still queued or running; returns their ids. Their
+    jobs get no result: the next `sweep run` runs them (from their last resumable state)."""
+    subs = store.open_submissions(sweep)
+    cancelled = []
+    for cluster in sorted({s["cluster"] for s in subs}):
+        mine = [s["task_id"] for s in subs if s["cluster"] == cluster]
+        live = queued(cluster, mine)
+        if cluster == "local":
+            for task in live:
+                os.kill(int(task.split("_")[0]), 15)
+        elif live:
+            done = _run(["scancel", *sorted(live)])
+            if done.returncode != 0:
+                raise SlurmUnavailable(f"scancel failed: {done.stderr.strip()}")
+        cancelled.extend(sorted(live))
+    store.close_submissions(cancelled, "cancelled", "harness sweep cancel")
+    return cancelled
+
+
+# -- the executor -----------------------------------------------------------------------------------
+
+class SlurmExecutor:
+    """Packs become the tasks of one job array per `submit`; `attach` adds tasks an earlier driver
+    submitted. `poll` asks squeue which of them left the queue and closes those."""
+
+    def __init__(self, store: Store, sweep: Sweep, data_root: str | None, pack_size: int, executor, cluster: str,
+                 on_progress: Callable[[Progress], None] = lambda event: None, poll_seconds: float = 5.0,
+                 save_every: int = RESUME_EVERY):
+        self.store, self.sweep, self.data_root, self.pack_size = store, sweep, data_root, pack_size
+        self.executor, self.cluster, self.on_progress = executor, cluster, on_progress
+        self.poll_seconds, self.save_every = poll_seconds, save_every
+        self.where = f"slurm ({cluster}, submitit)" if cluster != "local" else "submitit's local cluster"
+        self.submitted = 0
+        self._watching: dict[str, list[str]] = {}  # task id -> its job ids
+        self._specs = {j.job_id: j for j in sweep.jobs}
+
+    @classmethod
+    def create(cls, store: Store, sweep: Sweep, data_root: str | None, pack_size: int | None,
+               on_progress: Callable[[Progress], None] = lambda event: None, parameters: list[str] = (),
+               cluster: str | None = None, save_every: int = RESUME_EVERY, **options) -> SlurmExecutor:
+        """Raises ValueError for an unknown submitit parameter or cluster."""
+        if options:
+            raise ValueError(f"the slurm executor takes no {', '.join(sorted(options))}")
+        executor = submitit_executor(store, sweep.name, parse_parameters(list(parameters)), cluster)
+        return cls(store, sweep, data_root, pack_size or 8, executor, executor.cluster, on_progress,
+                   save_every=save_every)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._watching)
+
+    def attach(self, tasks: dict[str, str]) -> None:
+        """Watch tasks an earlier driver submitted: {job id: where} from what_is_left's `running`."""
+        for sub in self.store.open_submissions(self.sweep.name):
+            if any(tasks.get(j, "").startswith(f"slurm task {sub['task_id']} ") for j in sub["job_ids"]):
+                self._watching[sub["task_id"]] = list(sub["job_ids"])
+                for job_id in sub["job_ids"]:
+                    spec = self._specs.get(job_id)
+                    self.on_progress(Progress("start", job_id, 0, spec.epochs if spec else 0,
+                                              status=f"slurm {sub['task_id']} (attached)"))
+
+    def submit(self, packs: list[Pack]) -> None:
+        n = len(packs)
+        tasks = self.executor.map_array(PackTask(), packs, [str(self.store.path)] * n, [self.sweep.name] * n,
+                                        [self.data_root] * n, [self.save_every] * n)
+        self.submitted += n
+        records = [(str(task.job_id), pack.pack_id, [j.job_id for j in pack.jobs])
+                   for task, pack in zip(tasks, packs, strict=True)]
+        self.store.add_submissions(self.sweep.name, self.cluster, records)
+        for task_id, _, job_ids in records:
+            self._watching[task_id] = job_ids
+            for job_id in job_ids:
+                self.on_progress(Progress("start", job_id, 0, self._specs[job_id].epochs, status=f"slurm {task_id}"))
+
+    def poll(self, timeout: float) -> list[PackEnded]:
+        time.sleep(min(timeout, self.poll_seconds))
+        try:
+            live = queued(self.cluster, self._watching)
+        except SlurmUnavailable:
+            return []  # ask again at the next poll
+        ended_ids = [task for task in self._watching if task not in live]
+        if not ended_ids:
+            return []
+        subs = [{"task_id": task, "cluster": self.cluster, "job_ids": self._watching.pop(task)} for task in ended_ids]
+        close_ended(self.store, self.sweep.name, subs, self._specs)
+        ended = []
+        for sub in subs:
+            for job_id in sub["job_ids"]:
+                self.on_progress(Progress("end", job_id))
+            ended.append(PackEnded(sub["job_ids"]))
+        return ended
+
+    def close(self) -> None:
+        """Cluster tasks outlive the driver on purpose: a driver run again re-attaches to them."""

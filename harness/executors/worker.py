@@ -64,9 +64,10 @@ RESUME_EVERY = 5  # epochs between a pack's resumable states: a killed pack lose
 
 
 def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str | None,
-             progress: Callable[[Progress], None] = lambda event: None) -> list[str]:
+             progress: Callable[[Progress], None] = lambda event: None, save_every: int = RESUME_EVERY) -> list[str]:
     """Train `pack` on `device` and write its shards; returns the job ids written. The pack keeps a
-    resumable state in the store's resume/<pack_id>/, so a killed run of the same pack goes on from it."""
+    resumable state in the store's resume/<pack_id>/ every `save_every` epochs, so a killed run of the
+    same pack (a local rerun, a requeued Slurm task) goes on from it."""
     from harness.datasets import load_dataset
 
     first = pack.jobs[0]
@@ -75,7 +76,7 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
     except Exception as exc:  # missing data fails the jobs, not the sweep
         return fail_missing(store, pack, f"{type(exc).__name__}: {exc}", device, sweep)
     results = train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir,
-                         resume_dir=store.root / "resume" / pack.pack_id, save_every=RESUME_EVERY)
+                         resume_dir=store.root / "resume" / pack.pack_id, save_every=save_every)
     write_results(store, results, sweep)
     return [job.job_id for job in pack.jobs]
 
