@@ -188,3 +188,18 @@ def test_a_rebuilt_store_still_knows_its_slurm_tasks(tiny_sweep, tmp_path, monke
     assert CliRunner().invoke(app, ["db", "rebuild", "--store", str(store.path)]).exit_code == 0
     assert run_query(store.path, query)[1] == before
     assert [s["task_id"] for s in store.open_submissions("tiny")] == ["77_0"]
+
+
+def test_a_driver_watching_a_cancelled_task_leaves_its_jobs_pending(tiny_sweep, tmp_path, monkeypatch):
+    sweep = load_sweep(tiny_sweep())
+    store = Store(tmp_path / "h.duckdb")
+    live = {"77_0": "RUNNING", "77_1": "RUNNING"}
+    _slurm(monkeypatch, live)
+    executor = slurm.SlurmExecutor(store, sweep, None, 2, FakeSubmitit(), "slurm", poll_seconds=0)
+    executor.submit(plan_packs(sweep.jobs, 2))
+    monkeypatch.setattr(slurm, "_run", lambda command, timeout=30: subprocess.CompletedProcess(command, 0, "", ""))
+    assert slurm.cancel(store, "tiny") == ["77_0", "77_1"]
+    live.clear()  # scancel took them out of the queue; the driver sees them gone at its next poll
+    assert [len(e.job_ids) for e in executor.poll(0)] == [2, 2]
+    assert store.statuses([j.job_id for j in sweep.jobs]) == {}  # not failed: pending for the next run
+    assert len(what_is_left(store, sweep, write=True).todo) == 4

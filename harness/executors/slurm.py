@@ -146,14 +146,19 @@ def _alive(pid: str) -> bool:
 
 def close_ended(store: Store, sweep: str, ended: list[dict[str, Any]], specs: dict[str, Any]) -> tuple[int, list]:
     """Ingest the shards of tasks that left the queue, mark failed the jobs they left without one, and
-    mark the tasks ended. Returns (jobs ingested, ids of the tasks that left jobs without a shard)."""
+    mark the tasks ended. Returns (jobs ingested, ids of the tasks that left jobs without a shard). Tasks
+    no longer open in the store were closed elsewhere: a cancelled task's jobs stay without a result (the
+    next run runs them), and a task that `sweep status` closed is not closed twice."""
     if not ended:
         return 0, []
+    still_open = {s["task_id"] for s in store.open_submissions(sweep)}
     finals = end_states(s["task_id"] for s in ended if s["cluster"] != "local")
     dead, ids = [], []
     for sub in ended:
         task, job_ids = sub["task_id"], list(sub["job_ids"])
         ids.extend(job_ids)
+        if task not in still_open:  # closed elsewhere: `sweep cancel` (its jobs stay pending), or `sweep status`
+            continue
         jobs = tuple(specs[j] for j in job_ids if j in specs)
         missing = [j for j in jobs if not store.shard_path(j.job_id).exists()]
         if missing:
@@ -163,8 +168,8 @@ def close_ended(store: Store, sweep: str, ended: list[dict[str, Any]], specs: di
             dead.append(task)
     ingested = store.ingest_shards(ids)
     for sub in ended:
-        final = finals.get(sub["task_id"], "")
-        store.close_submissions([sub["task_id"]], "ended", final)
+        if sub["task_id"] in still_open:
+            store.close_submissions([sub["task_id"]], "ended", finals.get(sub["task_id"], ""))
     return ingested, dead
 
 
@@ -280,10 +285,12 @@ class SlurmExecutor:
             return []
         subs = [{"task_id": task, "cluster": self.cluster, "job_ids": self._watching.pop(task)} for task in ended_ids]
         close_ended(self.store, self.sweep.name, subs, self._specs)
+        statuses = self.store.statuses([j for sub in subs for j in sub["job_ids"]])
         ended = []
         for sub in subs:
             for job_id in sub["job_ids"]:
-                self.on_progress(Progress("end", job_id))
+                self.on_progress(Progress("end", job_id, status=f"{statuses.get(job_id, 'no result')} (slurm task "
+                                                                f"{sub['task_id']})"))
             ended.append(PackEnded(sub["job_ids"]))
         return ended
 
