@@ -124,7 +124,7 @@ def job(job_id: Annotated[str, typer.Argument(help="A job id (see `harness db qu
         store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports"), data_root: DataRootOption = None) -> None:
     """Reconstructions, prior samples and latent traversals of one finished job, from its checkpoint.
 
-    Example: harness report job 2ae55e4da981458a --store runs/harness.duckdb --out reports
+    Example: harness report job baae0d293fb7e8f3 --store runs/harness.duckdb --out reports
     """
     from harness.report.job import prior_samples, reconstructions, traversals
 
