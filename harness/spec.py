@@ -63,6 +63,8 @@ SCALARS: dict[str, Param] = {
                         "an integer in [1, 1000000]"),
     "lr": Param(float, REQUIRED, "Adam learning rate", lambda v: 0 < v < 1, "in (0, 1)"),
     "dtype": one_of("float32", ("float32", "float64"), "floating-point precision of training"),
+    "autocast": one_of("none", ("none", "bfloat16"), "mixed precision of the forward pass on CUDA (bfloat16 "
+                       "changes the numbers)"),
     "iwae_k": Param(int, 0, "importance samples for the IWAE estimate of log p(x) (0: skip)",
                     lambda v: 0 <= v <= 100_000, "an integer in [0, 100000]"),
 }
@@ -79,7 +81,9 @@ def _registries() -> dict[str, tuple[str, dict[str, dict[str, Param]]]]:
 
 
 JOB_FIELDS = ("dataset", "arch", "latent_dim", "likelihood", "prior", "divergence", "alpha", "beta", "epochs",
-              "batch_size", "lr", "dtype", "iwae_k")
+              "batch_size", "lr", "dtype", "autocast", "iwae_k")
+# fields added after job ids were first published -> the default at which to_dict() leaves them out
+LATER_FIELDS: dict[str, Any] = {"autocast": "none"}
 SECTIONS = ("sweep", "base", "grid", "jobs")
 SWEEP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 SWEEP_KEYS = {"name": Param(str, None), "description": Param(str, ""),
@@ -104,9 +108,15 @@ class JobSpec:
     seed: int
     dtype: str = "float32"
     iwae_k: int = 0
+    autocast: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, less those added after the first release that hold their default (LATER_FIELDS):
+        a spec that does not use a newer field hashes, packs and stores exactly as it did before it."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, default in LATER_FIELDS.items():
+            if out[key] == default:
+                del out[key]
         for key in ("dataset", "likelihood", "prior"):
             out[key] = out[key].to_dict()
         return out
@@ -218,6 +228,9 @@ def _check_together(values: dict[str, Any]) -> None:
     """What each field allows alone is not enough: refuse combinations that could only fail as jobs."""
     from harness.datasets import planned_sizes
 
+    if values["autocast"] != "none" and values["dtype"] != "float32":
+        raise SpecError("autocast", f"must be 'none' with dtype {values['dtype']} ({values['autocast']} autocast "
+                        f"lowers float32 training), got {values['autocast']!r}")
     if values["prior"].name == "mixture" and values["latent_dim"] != 2:
         raise SpecError("latent_dim", f"must be 2 with the mixture prior (its components are 2-D), got "
                         f"{values['latent_dim']}")

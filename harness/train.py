@@ -4,11 +4,15 @@ Every job in a pack keeps its own random streams, derived from its seed and the 
 `init` (weights), `data` (minibatch order), `noise` (reparameterisation), `prior` (prior samples for
 D), `eval` (test-time noise), `iwae` (importance samples). The pack's members never share a random
 draw, so a job's numbers do not depend on which pack it ran in, up to floating-point reordering.
+
+How a pack runs, as opposed to what it computes, is a RunOptions: torch.compile or not, and whether
+cuDNN may trade determinism for speed. Like the pack size, neither is part of a job's spec or id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -26,12 +30,30 @@ from harness.metrics.registry import Encodings, Metric, MetricOutput, compute_me
 from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
-from harness.models.vae import PackedVAE, objective
+from harness.models.vae import PackedVAE, Terms, objective
 from harness.numerics import NUMERICS_VERSION
 from harness.shards import JobResult
 from harness.spec import JobSpec, Pack
 
 STREAMS = ("init", "data", "noise", "prior", "eval", "iwae")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a pack runs; not part of any job's spec (the numbers may differ in the last digits).
+
+    compile: torch.compile the training step's forward pass and objective (on any device; it pays on
+    CUDA; the first epoch's seconds include the compilation). A compilation that fails falls back to
+    eager for the rest of the pack, with a warning on the `harness.train` logger.
+    deterministic: cuDNN uses deterministic kernels and no autotuning (cudnn.deterministic = True,
+    cudnn.benchmark = False), so the same job twice gives the same bits on one machine. False is the
+    switch that trades this for speed: cuDNN autotunes its convolution algorithms (benchmark = True) and
+    may pick nondeterministic ones; gpu_check.py measures what determinism costs grouped convolutions.
+    """
+
+    compile: bool = False
+    deterministic: bool = True
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -92,12 +114,18 @@ def build_model(jobs: tuple[JobSpec, ...], data: Dataset, device: torch.device) 
     """The pack's grouped network, each member initialised from its own `init` stream."""
     first = jobs[0]
     dtype = getattr(torch, first.dtype)
+    autocast = None if first.autocast == "none" else getattr(torch, first.autocast)
     likelihood = build_likelihood(first.likelihood)
     prior = build_prior([j.prior for j in jobs], first.latent_dim, data)
-    model = PackedVAE(first.arch, len(jobs), first.latent_dim, data.example_shape, likelihood, prior)
+    model = PackedVAE(first.arch, len(jobs), first.latent_dim, data.example_shape, likelihood, prior, autocast)
     model = model.to(device=device, dtype=dtype)
     model.init_weights([generator(j.seed, "init") for j in jobs])
     return model
+
+
+def build_optimiser(model: PackedVAE, job: JobSpec) -> torch.optim.Optimizer:
+    """The pack's optimiser (the reference's Adam with AMSGrad); lr is part of the pack key."""
+    return torch.optim.Adam(model.parameters(), lr=job.lr, betas=(0.9, 0.999), amsgrad=True)
 
 
 def member_state(model: PackedVAE, g: int) -> dict[str, torch.Tensor]:
@@ -116,7 +144,7 @@ def member_state(model: PackedVAE, g: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def _weights(jobs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pack_weights(jobs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(a scalar carrying the pack's dtype and device, alpha (G,), beta (G,))."""
     like = torch.zeros((), device=device, dtype=getattr(torch, jobs[0].dtype))
     alpha = torch.tensor([j.alpha for j in jobs], device=device, dtype=like.dtype)
@@ -150,13 +178,15 @@ def _noise(members: list[_Member], stream: str, batch: int, latent: int, like: t
 def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
                progress: Callable[[Progress], None] = lambda event: None,
                checkpoint_dir: Callable[[str], Path] | None = None,
-               resume_dir: Path | None = None, save_every: int = 0) -> list[JobResult]:
+               resume_dir: Path | None = None, save_every: int = 0, *,
+               options: RunOptions = RunOptions()) -> list[JobResult]:
     """Train every job of `pack` for its epochs, evaluate it on the test set, return one result each.
 
     A member whose loss turns NaN or inf is marked diverged at that epoch and leaves the pack's loss;
     the others go on. An exception fails every member still running, with its text. With `resume_dir`,
     the pack saves its state there every `save_every` epochs and, if a killed run left one, goes on
-    from it (harness.resume); the folder is removed when the pack ends.
+    from it (harness.resume); the folder is removed when the pack ends. `options` say how it runs
+    (compiled or not, cuDNN deterministic or not), never what it computes.
     """
     device = torch.device(device)
     jobs = pack.jobs
@@ -169,13 +199,16 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
     ]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        # same spec and seed, same numbers on the same machine: no autotuned, nondeterministic kernels
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    # process-wide flags, set by every pack for itself (they do nothing where cuDNN does not run). By default:
+    # same spec and seed, same numbers on the same machine: no autotuned, nondeterministic kernels
+    torch.backends.cudnn.deterministic = options.deterministic
+    torch.backends.cudnn.benchmark = not options.deterministic
     for m in members:
         progress(Progress("start", m.job.job_id, 0, m.job.epochs))
     try:
         with _no_distribution_checks():
-            _train_and_evaluate(pack, members, data, device, progress, checkpoint_dir, resume_dir, save_every)
+            _train_and_evaluate(pack, members, data, device, progress, checkpoint_dir, resume_dir, save_every,
+                                options.compile)
     except Exception as exc:  # one pack's failure is recorded, never raised into the sweep
         for m in members:
             if m.result.status == "running":
@@ -190,21 +223,72 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
     return [m.result for m in members]
 
 
+class TrainStep:
+    """A training step of the pack: forward pass and objective, backward over the living members' losses,
+    Adam's step.
+
+    With `compile`, torch.compile takes the forward pass and objective (not backward() nor the optimiser);
+    dynamo breaks the graph where mmd_dim's Chebyshev sums read a number (.item()) and runs that part
+    eagerly. Tensors stay in the contiguous format: inductor's convolution_backward failed on channels_last
+    (torch 2.11). Compilation happens in the first step (the backward graph in its backward()): if that
+    step raises, the batch-norm statistics it may have moved are put back and the pack trains eagerly,
+    with one warning; a later exception is the pack's own and propagates.
+    """
+
+    def __init__(self, model: PackedVAE, optimiser: torch.optim.Optimizer, divergence, alpha: torch.Tensor,
+                 beta: torch.Tensor, compile: bool):
+        self.model, self.optimiser, self.divergence, self.alpha, self.beta = model, optimiser, divergence, alpha, beta
+        self.compiled = torch.compile(self.terms, dynamic=False) if compile else None
+        self.first = True
+        self.fallback = ""  # why compiling failed, where it did
+
+    def terms(self, x: torch.Tensor, eps: torch.Tensor, prior_z: torch.Tensor) -> Terms:
+        return objective(self.model, x, self.model(x, eps), prior_z, self.alpha, self.beta, self.divergence)
+
+    def _backward(self, forward, x, eps, prior_z, alive: torch.Tensor) -> Terms:
+        terms = forward(x, eps, prior_z)
+        total = torch.where(alive, terms.loss, torch.zeros_like(terms.loss)).sum()
+        self.optimiser.zero_grad(set_to_none=True)
+        total.backward()
+        return terms
+
+    def __call__(self, x: torch.Tensor, eps: torch.Tensor, prior_z: torch.Tensor, alive: torch.Tensor) -> Terms:
+        if self.compiled is None:
+            terms = self._backward(self.terms, x, eps, prior_z, alive)
+        elif not self.first:
+            terms = self._backward(self.compiled, x, eps, prior_z, alive)
+        else:
+            buffers = {name: b.detach().clone() for name, b in self.model.named_buffers()}
+            try:
+                terms = self._backward(self.compiled, x, eps, prior_z, alive)
+            except Exception as exc:  # a compiler's failure must not fail the jobs
+                with torch.no_grad():
+                    for name, b in self.model.named_buffers():
+                        b.copy_(buffers[name])
+                self.compiled, self.fallback = None, _one_line(exc)
+                log.warning("torch.compile failed, the pack trains eagerly: %s", self.fallback)
+                terms = self._backward(self.terms, x, eps, prior_z, alive)
+        self.first = False
+        self.optimiser.step()
+        return terms
+
+
 def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, device: torch.device,
                         progress: Callable[[Progress], None], checkpoint_dir, resume_dir: Path | None,
-                        save_every: int) -> None:
+                        save_every: int, compile: bool = False) -> None:
     """The loop of train_pack: train (from a saved state where there is one), then evaluate and
     checkpoint the members still alive."""
     jobs = pack.jobs
     first = jobs[0]
     model = build_model(jobs, data, device)
     divergence = DIVERGENCES[first.divergence]
-    like, alpha, beta = _weights(jobs, device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=first.lr, betas=(0.9, 0.999), amsgrad=True)
+    like, alpha, beta = pack_weights(jobs, device)
+    optimiser = build_optimiser(model, first)
     batch, latent = first.batch_size, first.latent_dim
     if len(data.train_x) < batch:
         raise ValueError(f"batch_size {batch} is larger than the training set ({len(data.train_x)} examples)")
     done = resume.load_state(resume_dir, model, optimiser, members, device) if resume_dir is not None else 0
+    step = TrainStep(model, optimiser, divergence, alpha, beta, compile)
     for epoch in range(done + 1, first.epochs + 1):
         model.train()
         tick = time.perf_counter()
@@ -214,11 +298,7 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
         for x in _batches(data, members, batch, device):
             eps = _noise(members, "noise", batch, latent, like)
             prior_z = _prior_samples(model, members, "prior", batch, eps)
-            terms = objective(model, x, model(x, eps), prior_z, alpha, beta, divergence)
-            total = torch.where(alive, terms.loss, torch.zeros_like(terms.loss)).sum()
-            optimiser.zero_grad(set_to_none=True)
-            total.backward()
-            optimiser.step()
+            terms = step(x, eps, prior_z, alive)
             sums += torch.stack([terms.loss.detach() / batch, terms.recon.detach(), terms.kl.detach(),
                                  terms.reg.detach()])
             steps += 1
@@ -260,7 +340,7 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
     model.eval()
     first = members[0].job
     groups, batch = len(members), first.batch_size
-    like, alpha, beta = _weights([m.job for m in members], device)
+    like, alpha, beta = pack_weights([m.job for m in members], device)
     divergence = DIVERGENCES[first.divergence]
     n = len(data.test_x)
     images = data.test_x.dim() == 4

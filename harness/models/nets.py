@@ -8,6 +8,9 @@ where P is the likelihood's number of parameters per pixel (1 or 2). Constructor
 Initialisation: conv32 follows the reference's N(0, 0.02) convolutions without bias; conv64, mlp and
 mlp400 use PyTorch's default initialisation for every layer (as the reference did for conv64 and mlp),
 drawn member by member from each member's generator (harness.models.grouped).
+
+Precision: every encoder and decoder is a PackedNet, whose `autocast` (None, or a lower precision such
+as torch.bfloat16) runs its layers under torch.autocast and hands its outputs back in its input's dtype.
 """
 
 from __future__ import annotations
@@ -23,7 +26,31 @@ from harness.models.grouped import GBatchNorm2d, GConv2d, GConvTranspose2d, GLin
 EPS_STD = 1e-6  # added to every posterior standard deviation, as in the reference
 
 
-class Conv32Encoder(nn.Module):
+class PackedNet(nn.Module):
+    """An encoder or decoder: `compute` is the architecture; `forward` runs it in the precision asked.
+
+    With `autocast` set, convolutions and matrix products run in that precision (torch.autocast on the
+    input's device) and the outputs come back in the input's dtype (float32), so that what follows them,
+    the likelihood, the KL, D_hat and their sums over the batch, is computed in float32 whoever calls the
+    network (the training step, evaluation, the IWAE estimate).
+    """
+
+    autocast: torch.dtype | None = None
+
+    def compute(self, inputs: torch.Tensor):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, inputs: torch.Tensor):
+        if self.autocast is None:
+            return self.compute(inputs)
+        with torch.autocast(inputs.device.type, dtype=self.autocast):
+            out = self.compute(inputs)
+        if isinstance(out, tuple):
+            return tuple(t.to(inputs.dtype) for t in out)
+        return out.to(inputs.dtype)
+
+
+class Conv32Encoder(PackedNet):
     """conv32 (sparsity experiment), 1x32x32 images; 369,636 parameters at L = 50 (and G = 1)."""
 
     def __init__(self, groups: int, latent: int, example_shape: tuple[int, ...] = (1, 32, 32)):
@@ -37,14 +64,14 @@ class Conv32Encoder(nn.Module):
         self.loc = GConv2d(g, 128, latent, 4, bias=True)
         self.raw_scale = GConv2d(g, 128, latent, 4, bias=True)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(pack_images(x))  # (B, G*128, 4, 4)
         loc = unpack_images(self.loc(h), self.groups).flatten(2)  # (G, B, L)
         scale = F.softplus(unpack_images(self.raw_scale(h), self.groups).flatten(2)) + EPS_STD
         return loc, scale
 
 
-class Conv32Decoder(nn.Module):
+class Conv32Decoder(PackedNet):
     """conv32 decoder; 267,200 parameters at L = 50. Output: the likelihood's location(s)."""
 
     def __init__(self, groups: int, latent: int, example_shape: tuple[int, ...] = (1, 32, 32),
@@ -60,7 +87,7 @@ class Conv32Decoder(nn.Module):
             GConvTranspose2d(g, 32, self.out_channels, 4, 2, 1),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def compute(self, z: torch.Tensor) -> torch.Tensor:
         g, b, latent = z.shape
         h = z.transpose(0, 1).reshape(b, g * latent, 1, 1)
         out = unpack_images(self.body(h), self.groups)  # (G, B, P*C, 32, 32)
@@ -77,7 +104,7 @@ def _deconv(g: int, cin: int, cout: int) -> GConvTranspose2d:
     return GConvTranspose2d(g, cin, cout, 4, 2, 1, bias=True, std=None)
 
 
-class Conv64Encoder(nn.Module):
+class Conv64Encoder(PackedNet):
     """conv64 (independence experiment), 1x64x64 images; 249,172 parameters at L = 10 (G = 1).
 
     Four Conv(k4 s2 p1) with 32, 32, 64, 64 channels, each followed by ReLU; Linear(1024 -> 128) with
@@ -98,13 +125,13 @@ class Conv64Encoder(nn.Module):
         self.loc = GLinear(g, 128, latent)
         self.log_var = GLinear(g, 128, latent)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = unpack_images(self.body(pack_images(x)), self.groups)  # (G, B, 64, 4, 4)
         h = self.hidden(h.flatten(2))  # (G, B, 128), flattened in (C, H, W) order like the reference
         return self.loc(h), torch.exp(0.5 * self.log_var(h)) + EPS_STD
 
 
-class Conv64Decoder(nn.Module):
+class Conv64Decoder(PackedNet):
     """conv64 decoder; 298,017 parameters at L = 10 with Bernoulli logits (P = 1).
 
     Linear(L -> 128) ReLU Linear(128 -> 1024) ReLU, reshaped to 64x4x4, then ConvTranspose(k4 s2 p1)
@@ -125,14 +152,14 @@ class Conv64Decoder(nn.Module):
             _deconv(g, 32, example_shape[0] * params_per_pixel),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def compute(self, z: torch.Tensor) -> torch.Tensor:
         g, b, _ = z.shape
         h = self.hidden(z).reshape(g, b, 64, 4, 4)
         out = unpack_images(self.body(pack_images(h)), self.groups)  # (G, B, P*C, 64, 64)
         return out.reshape(g, b, self.params_per_pixel, -1, *out.shape[-2:])
 
 
-class MlpEncoder(nn.Module):
+class MlpEncoder(PackedNet):
     """mlp (clustering experiment): Linear(D -> 100) ReLU, then heads Linear(100 -> L) for the mean
     and softplus(Linear(100 -> L)) + 1e-6 for the std. 704 parameters at D = L = 2 (G = 1).
 
@@ -148,12 +175,12 @@ class MlpEncoder(nn.Module):
         self.loc = GLinear(groups, width, latent)
         self.raw_scale = GLinear(groups, width, latent)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x.flatten(2))  # (G, B, hidden)
         return self.loc(h), F.softplus(self.raw_scale(h)) + EPS_STD
 
 
-class MlpDecoder(nn.Module):
+class MlpDecoder(PackedNet):
     """mlp decoder: Linear(L -> 100) ReLU, then one Linear(100 -> P*D) head holding the P raw
     parameters per entry (for the Normal likelihood: the mean and the raw std, which the likelihood
     passes through softplus). One head of P*D outputs has exactly the parameters and the initial
@@ -169,7 +196,7 @@ class MlpDecoder(nn.Module):
         self.body = nn.Sequential(GLinear(groups, latent, width), nn.ReLU())
         self.head = GLinear(groups, width, params_per_pixel * math.prod(example_shape))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def compute(self, z: torch.Tensor) -> torch.Tensor:
         g, b, _ = z.shape
         out = self.head(self.body(z))  # (G, B, P*D)
         return out.reshape(g, b, self.params_per_pixel, *self.example_shape)
@@ -192,7 +219,7 @@ class Mlp400Decoder(MlpDecoder):
 
 
 # name -> (encoder class, decoder class, the example shape it is built for, or None for any)
-ARCHS: dict[str, tuple[type[nn.Module], type[nn.Module], tuple[int, ...] | None]] = {
+ARCHS: dict[str, tuple[type[PackedNet], type[PackedNet], tuple[int, ...] | None]] = {
     "conv32": (Conv32Encoder, Conv32Decoder, (1, 32, 32)),
     "conv64": (Conv64Encoder, Conv64Decoder, (1, 64, 64)),
     "mlp": (MlpEncoder, MlpDecoder, None),
@@ -200,10 +227,14 @@ ARCHS: dict[str, tuple[type[nn.Module], type[nn.Module], tuple[int, ...] | None]
 }
 
 
-def build(arch: str, groups: int, latent: int, example_shape: tuple[int, ...], params_per_pixel: int):
-    """(encoder, decoder) of architecture `arch` for G = `groups` members."""
+def build(arch: str, groups: int, latent: int, example_shape: tuple[int, ...], params_per_pixel: int,
+          autocast: torch.dtype | None = None) -> tuple[PackedNet, PackedNet]:
+    """(encoder, decoder) of architecture `arch` for G = `groups` members, computing in `autocast`
+    precision where given (see PackedNet)."""
     encoder_cls, decoder_cls, shape = ARCHS[arch]
     if shape is not None and tuple(example_shape) != shape:
         raise ValueError(f"architecture '{arch}' needs examples shaped {shape}, the dataset has {tuple(example_shape)}")
     shape = tuple(example_shape)
-    return encoder_cls(groups, latent, shape), decoder_cls(groups, latent, shape, params_per_pixel)
+    encoder, decoder = encoder_cls(groups, latent, shape), decoder_cls(groups, latent, shape, params_per_pixel)
+    encoder.autocast = decoder.autocast = autocast
+    return encoder, decoder

@@ -40,10 +40,13 @@ class PackedVAE(nn.Module):
     """G independent VAEs (encoder, decoder, prior) computed as one grouped network."""
 
     def __init__(self, arch: str, groups: int, latent: int, example_shape: tuple[int, ...], likelihood,
-                 prior: PriorModule):
+                 prior: PriorModule, autocast: torch.dtype | None = None):
         super().__init__()
         self.groups, self.latent, self.likelihood = groups, latent, likelihood
-        self.encoder, self.decoder = nets.build(arch, groups, latent, example_shape, likelihood.params_per_pixel)
+        # autocast (e.g. torch.bfloat16) lowers the networks' precision only: their outputs, z, and so the
+        # objective's log-densities, KL, D_hat and sums stay in the model's dtype (nets.PackedNet)
+        self.encoder, self.decoder = nets.build(arch, groups, latent, example_shape, likelihood.params_per_pixel,
+                                                autocast)
         self.prior = prior
 
     def init_weights(self, generators: list[torch.Generator]) -> None:
@@ -54,7 +57,7 @@ class PackedVAE(nn.Module):
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> Encoded:
         """x (G, B, *shape), eps (G, B, L) standard normal noise."""
-        loc, scale = self.encoder(x)
+        loc, scale = self.encoder(x)  # (G, B, L) each, in x's dtype whatever the networks' precision
         z = loc + scale * eps
         return Encoded(loc, scale, z, self.decoder(z))
 
