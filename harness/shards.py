@@ -49,6 +49,8 @@ class JobResult:
     device: str = ""
     artifacts: list[dict[str, str]] = field(default_factory=list)
     numerics: int = NUMERICS_VERSION  # the computation that produced these numbers (harness.numerics)
+    # how the pack ran (train.RunOptions and what came of them): compile, compiled, compile_error, deterministic
+    run_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_VERSION, **asdict(self)}

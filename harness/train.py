@@ -204,6 +204,8 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
     torch.backends.cudnn.deterministic = options.deterministic
     torch.backends.cudnn.benchmark = not options.deterministic
     for m in members:
+        m.result.run_options = {"compile": options.compile, "compiled": options.compile, "compile_error": "",
+                                "deterministic": options.deterministic}
         progress(Progress("start", m.job.job_id, 0, m.job.epochs))
     try:
         with _no_distribution_checks():
@@ -321,6 +323,9 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
             break
         if resume_dir is not None and save_every and epoch % save_every == 0 and epoch < first.epochs:
             resume.save_state(resume_dir, epoch, model, optimiser, members)
+    if step.fallback:  # compiling failed: the pack trained eagerly
+        for m in members:
+            m.result.run_options.update(compiled=False, compile_error=step.fallback)
     living = [g for g, m in enumerate(members) if m.alive]
     if living:
         evaluate(model, members, data, device)

@@ -24,7 +24,7 @@ from harness.db.store import Store, StoreUnavailable, StoreWriteError, SweepConf
 from harness.executors.worker import RESUME_EVERY
 from harness.numerics import NUMERICS_VERSION
 from harness.schema import SpecError
-from harness.spec import Sweep, job_summary, load_sweep, plan_packs
+from harness.spec import Sweep, job_summary, load_sweep
 
 app = typer.Typer(help="Plan, run and follow sweeps of training jobs.", no_args_is_help=True)
 
@@ -126,7 +126,15 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
                                     "local (the same path on this machine, to try a sweep).")] = None,
         save_every: Annotated[int, typer.Option(
             "--save-every", min=1, help="Epochs between a pack's resumable states: a killed, preempted or "
-                                        "timed-out pack goes on from the last one.")] = RESUME_EVERY) -> None:
+                                        "timed-out pack goes on from the last one.")] = RESUME_EVERY,
+        compile: Annotated[bool, typer.Option(
+            "--compile", help="torch.compile each pack's forward pass and objective (pays on GPUs; the first "
+                              "epoch includes the compilation; a failed compilation falls back to eager).")]
+        = False,
+        cudnn_benchmark: Annotated[bool, typer.Option(
+            "--cudnn-benchmark", help="Let cuDNN autotune its convolutions and use nondeterministic ones: "
+                                      "faster on some GPUs, but the same job twice may differ in the last "
+                                      "digits. Off by default.")] = False) -> None:
     """Run every job of a sweep that the store does not have yet; finished jobs are skipped.
 
     Example: harness sweep run sweeps/quickstart.toml --store runs/harness.duckdb
@@ -145,8 +153,12 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     display = _Display()
     if executor != "slurm" and (slurm or slurm_cluster):
         fail("--slurm and --slurm-cluster need --executor slurm", 2)
-    options = ({"parameters": slurm or [], "cluster": slurm_cluster, "save_every": save_every}
-               if executor == "slurm" else {"device": device.value})
+    from harness.train import RunOptions
+
+    run_options = RunOptions(compile=compile, deterministic=not cudnn_benchmark)
+    options = ({"parameters": slurm or [], "cluster": slurm_cluster} if executor == "slurm"
+               else {"device": device.value})
+    options.update(run_options=run_options, save_every=save_every)
     try:
         runner = executors()[executor](store=the_store, sweep=sweep, data_root=root, pack_size=pack_size,
                                        on_progress=display.on_event, **options)
@@ -206,7 +218,9 @@ def _run_claimed(the_store: Store, sweep: Sweep, left, mine: set[str], others, r
     todo = [j for j in left.todo if j.job_id in mine]
     attached = {job_id: where for job_id, where in left.running.items() if where.startswith("slurm task")}
     skipped = len(sweep.jobs) - len(todo) - len(others) - len(attached)
-    packs = plan_packs(todo, runner.pack_size)
+    packs = runner.plan(todo)
+    for note in runner.notes:
+        console.print(note, highlight=False)
     console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
                   f"in {len(packs)} packs on {runner.where}")
     if others:

@@ -105,6 +105,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             task_id VARCHAR PRIMARY KEY, sweep VARCHAR, cluster VARCHAR, pack_id VARCHAR, job_ids VARCHAR[],
             submitted TIMESTAMP DEFAULT current_timestamp, state VARCHAR, ended TIMESTAMP, note VARCHAR)""",
     ]),
+    # how each pack ran (torch.compile or eager, cuDNN deterministic or autotuned): not part of the spec
+    (7, "run options of jobs", [
+        "ALTER TABLE jobs ADD COLUMN run_options JSON",
+    ]),
 ]
 
 

@@ -514,8 +514,8 @@ def ingest_result(con, result: dict[str, Any]) -> None:
         con.execute(
             """INSERT INTO jobs (job_id, numerics, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta,
                 latent_dim, epochs, batch_size, lr, seed, status, error, failed_epoch, device, host, pack_id, pack_size,
-                started, finished, wall_seconds, peak_memory_bytes, git_commit, versions, shard)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                started, finished, wall_seconds, peak_memory_bytes, git_commit, versions, shard, run_options)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             # shards that predate the key were written by numerics version 1
             [job_id, result.get("numerics", 1), result.get("sweep", ""), json.dumps(result["spec"], sort_keys=True),
              summary["dataset"], summary["arch"], summary["prior"], summary["gamma"], summary["df"], summary["alpha"],
@@ -525,7 +525,8 @@ def ingest_result(con, result: dict[str, Any]) -> None:
              result.get("host", ""), result.get("pack_id", ""), result.get("pack_size", 1),
              _timestamp(result.get("started")), _timestamp(result.get("finished")), result.get("wall_seconds"),
              result.get("peak_memory_bytes"), result.get("git_commit", ""),
-             json.dumps(result.get("versions", {}), sort_keys=True), result.get("shard", "")])
+             json.dumps(result.get("versions", {}), sort_keys=True), result.get("shard", ""),
+             json.dumps(result.get("run_options", {}), sort_keys=True)])
         epochs = result.get("epochs", [])
         if epochs:
             con.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

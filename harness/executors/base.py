@@ -29,6 +29,10 @@ class Executor(Protocol):
 
     where: str  # for people: "cpu", "cuda:0, cuda:1", "slurm (submitit)"
     pack_size: int  # most jobs per pack, the executor's choice where the user gave none
+    notes: list[str]  # lines for people, e.g. why plan() chose a pack size
+
+    def plan(self, jobs: list[JobSpec]) -> list[Pack]:
+        """Group jobs into packs as this executor runs them (the local one measures GPU memory)."""
 
     def submit(self, packs: list[Pack]) -> None:
         """Start (or queue) these packs."""

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 
 from harness.db.store import Store
-from harness.executors.worker import PackEnded, fail_missing, worker_main
-from harness.spec import Pack, Sweep
-from harness.train import Progress
+from harness.executors.worker import RESUME_EVERY, PackEnded, fail_missing, worker_main
+from harness.spec import JobSpec, Pack, Sweep, plan_packs
+from harness.train import Progress, RunOptions
 
 
 def visible_devices(choice: str = "auto") -> list[str]:
@@ -38,10 +38,15 @@ class LocalExecutor:
     """Packs go to one worker process per device, a pack at a time each. A worker that dies (segfault,
     out of memory) fails its pack's jobs and is replaced; the sweep goes on."""
 
-    def __init__(self, store: Store, sweep: Sweep, devices: list[str], data_root: str | None, pack_size: int,
-                 on_progress: Callable[[Progress], None] = lambda event: None):
+    def __init__(self, store: Store, sweep: Sweep, devices: list[str], data_root: str | None, pack_size: int | None,
+                 on_progress: Callable[[Progress], None] = lambda event: None, options: RunOptions = RunOptions(),
+                 save_every: int = RESUME_EVERY):
         self.store, self.sweep, self.devices, self.data_root = store, sweep.name, devices, data_root
-        self.pack_size, self.on_progress = pack_size, on_progress
+        self.on_progress, self.options, self.save_every = on_progress, options, save_every
+        # on GPUs without --pack-size, plan() measures how many members fit (harness.packing)
+        self.auto = pack_size is None and devices != ["cpu"]
+        self.pack_size = pack_size or default_pack_size(devices)
+        self.notes: list[str] = []
         self.where = ", ".join(devices)
         self._ctx = mp.get_context("spawn")
         self._events = self._ctx.Queue()
@@ -51,12 +56,35 @@ class LocalExecutor:
     @classmethod
     def create(cls, store: Store, sweep: Sweep, data_root: str | None, pack_size: int | None,
                on_progress: Callable[[Progress], None] = lambda event: None, device: str = "auto",
-               **options) -> LocalExecutor:
+               run_options: RunOptions = RunOptions(), save_every: int = RESUME_EVERY, **options) -> LocalExecutor:
         """Raises ValueError for options it does not take and RuntimeError for a device it cannot use."""
         if options:
             raise ValueError(f"the local executor takes no {', '.join(sorted(options))} (those are for slurm)")
-        devices = visible_devices(device)
-        return cls(store, sweep, devices, data_root, pack_size or default_pack_size(devices), on_progress)
+        return cls(store, sweep, visible_devices(device), data_root, pack_size, on_progress, run_options, save_every)
+
+    def plan(self, jobs: list[JobSpec]) -> list[Pack]:
+        """Packs of `jobs`: of --pack-size, or on GPUs without it as many members as one GPU's free memory
+        holds, measured per kind of pack (one training step at 1 and 2 members; harness.packing). The
+        reasons are kept in `notes`."""
+        if not self.auto or not jobs:
+            return plan_packs(jobs, self.pack_size)
+        from harness.datasets import load_dataset
+        from harness.packing import choose_pack_size
+
+        groups: dict[str, list[JobSpec]] = {}
+        for job in jobs:
+            groups.setdefault(job.pack_key(), []).append(job)
+        packs = []
+        for group in groups.values():
+            try:
+                data = load_dataset(group[0].dataset, self.data_root, self.devices[0], group[0].dtype)
+                size, why = choose_pack_size(group, data, self.devices[0])
+                del data
+            except Exception as exc:  # measuring must not stop a sweep: fall back to the fixed default
+                size, why = self.pack_size, f"pack size {self.pack_size} (measuring failed: {exc})"
+            self.notes.append(f"{group[0].dataset.name} {group[0].arch}: {why}")
+            packs.extend(plan_packs(group, size))
+        return packs
 
     @property
     def in_flight(self) -> int:
@@ -113,7 +141,7 @@ class LocalExecutor:
         tasks = self._ctx.Queue()
         process = self._ctx.Process(target=worker_main, daemon=True,
                                     args=(device, str(self.store.path), self.sweep, self.data_root, tasks,
-                                          self._events, os.getpid()))
+                                          self._events, os.getpid(), self.options, self.save_every))
         process.start()
         return process, tasks
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from harness.db.store import Store, process_running
 from harness.executors.worker import RESUME_EVERY, PackEnded, fail_missing, run_pack
-from harness.spec import Pack, Sweep
-from harness.train import Progress
+from harness.spec import Pack, Sweep, plan_packs
+from harness.train import Progress, RunOptions
 
 try:  # the task must be Checkpointable for submitit to requeue it; submitit is optional on a GPU node
     from submitit.helpers import Checkpointable
@@ -45,11 +45,11 @@ class PackTask(Checkpointable):
     resumable state (saved every `save_every` epochs) is what carries the progress over."""
 
     def __call__(self, pack: Pack, store_path: str, sweep: str, data_root: str | None,
-                 save_every: int = RESUME_EVERY) -> list[str]:
+                 save_every: int = RESUME_EVERY, options: RunOptions = RunOptions()) -> list[str]:
         import torch
 
         device = "cuda:0" if torch.cuda.is_available() else "cpu"
-        return run_pack(pack, Store(store_path), sweep, device, data_root, save_every=save_every)
+        return run_pack(pack, Store(store_path), sweep, device, data_root, save_every=save_every, options=options)
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, Any]:
@@ -227,10 +227,11 @@ class SlurmExecutor:
 
     def __init__(self, store: Store, sweep: Sweep, data_root: str | None, pack_size: int, executor, cluster: str,
                  on_progress: Callable[[Progress], None] = lambda event: None, poll_seconds: float = 5.0,
-                 save_every: int = RESUME_EVERY):
+                 save_every: int = RESUME_EVERY, options: RunOptions = RunOptions()):
         self.store, self.sweep, self.data_root, self.pack_size = store, sweep, data_root, pack_size
         self.executor, self.cluster, self.on_progress = executor, cluster, on_progress
-        self.poll_seconds, self.save_every = poll_seconds, save_every
+        self.poll_seconds, self.save_every, self.options = poll_seconds, save_every, options
+        self.notes: list[str] = []
         self.where = f"slurm ({cluster}, submitit)" if cluster != "local" else "submitit's local cluster"
         self.submitted = 0
         self._watching: dict[str, list[str]] = {}  # task id -> its job ids
@@ -239,13 +240,18 @@ class SlurmExecutor:
     @classmethod
     def create(cls, store: Store, sweep: Sweep, data_root: str | None, pack_size: int | None,
                on_progress: Callable[[Progress], None] = lambda event: None, parameters: list[str] = (),
-               cluster: str | None = None, save_every: int = RESUME_EVERY, **options) -> SlurmExecutor:
+               cluster: str | None = None, save_every: int = RESUME_EVERY, run_options: RunOptions = RunOptions(),
+               **options) -> SlurmExecutor:
         """Raises ValueError for an unknown submitit parameter or cluster."""
         if options:
             raise ValueError(f"the slurm executor takes no {', '.join(sorted(options))}")
         executor = submitit_executor(store, sweep.name, parse_parameters(list(parameters)), cluster)
         return cls(store, sweep, data_root, pack_size or 8, executor, executor.cluster, on_progress,
-                   save_every=save_every)
+                   save_every=save_every, options=run_options)
+
+    def plan(self, jobs: list) -> list[Pack]:
+        """Packs of at most pack_size (the nodes' memory is not known from here: --pack-size, default 8)."""
+        return plan_packs(jobs, self.pack_size)
 
     @property
     def in_flight(self) -> int:
@@ -264,7 +270,7 @@ class SlurmExecutor:
     def submit(self, packs: list[Pack]) -> None:
         n = len(packs)
         tasks = self.executor.map_array(PackTask(), packs, [str(self.store.path)] * n, [self.sweep.name] * n,
-                                        [self.data_root] * n, [self.save_every] * n)
+                                        [self.data_root] * n, [self.save_every] * n, [self.options] * n)
         self.submitted += n
         records = [(str(task.job_id), pack.pack_id, [j.job_id for j in pack.jobs])
                    for task, pack in zip(tasks, packs, strict=True)]

@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.db.store import Store
 from harness.shards import JobResult
 from harness.spec import Pack
-from harness.train import Progress, train_pack
+from harness.train import Progress, RunOptions, train_pack
 
 
 @lru_cache(maxsize=1)
@@ -64,10 +64,12 @@ RESUME_EVERY = 5  # epochs between a pack's resumable states: a killed pack lose
 
 
 def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str | None,
-             progress: Callable[[Progress], None] = lambda event: None, save_every: int = RESUME_EVERY) -> list[str]:
+             progress: Callable[[Progress], None] = lambda event: None, save_every: int = RESUME_EVERY,
+             options: RunOptions = RunOptions()) -> list[str]:
     """Train `pack` on `device` and write its shards; returns the job ids written. The pack keeps a
     resumable state in the store's resume/<pack_id>/ every `save_every` epochs, so a killed run of the
-    same pack (a local rerun, a requeued Slurm task) goes on from it."""
+    same pack (a local rerun, a requeued Slurm task) goes on from it. `options`: how it runs (compiled,
+    cuDNN determinism), recorded in each shard."""
     from harness.datasets import load_dataset
 
     first = pack.jobs[0]
@@ -76,7 +78,8 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
     except Exception as exc:  # missing data fails the jobs, not the sweep
         return fail_missing(store, pack, f"{type(exc).__name__}: {exc}", device, sweep)
     results = train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir,
-                         resume_dir=store.root / "resume" / pack.pack_id, save_every=save_every)
+                         resume_dir=store.root / "resume" / pack.pack_id, save_every=save_every,
+                         options=options)
     write_results(store, results, sweep)
     return [job.job_id for job in pack.jobs]
 
@@ -96,7 +99,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def worker_main(device: str, store_path: str, sweep: str, data_root: str | None, tasks, events,
-                parent: int | None = None) -> None:
+                parent: int | None = None, options: RunOptions = RunOptions(), save_every: int = RESUME_EVERY) -> None:
     """A local worker process: take packs until None, report progress, exit when the driver is gone."""
     import queue
     import signal
@@ -120,5 +123,5 @@ def worker_main(device: str, store_path: str, sweep: str, data_root: str | None,
             continue
         if pack is None:
             return
-        ids = run_pack(pack, store, sweep, device, data_root, report)
+        ids = run_pack(pack, store, sweep, device, data_root, report, save_every, options)
         events.put(("pack_done", ids))
