@@ -217,6 +217,9 @@ def _run_claimed(the_store: Store, sweep: Sweep, left, mine: set[str], others, r
     ids = [j.job_id for j in sweep.jobs]
     todo = [j for j in left.todo if j.job_id in mine]
     attached = {job_id: where for job_id, where in left.running.items() if where.startswith("slurm task")}
+    # jobs other drivers hold: those found claimed while looking, and those claimed since (a race)
+    others = {**{job_id: where for job_id, where in left.running.items() if job_id not in attached},
+              **{job_id: f"pid {o.get('pid')} on {o.get('host')}" for job_id, o in others.items()}}
     skipped = len(sweep.jobs) - len(todo) - len(others) - len(attached)
     packs = runner.plan(todo)
     for note in runner.notes:
@@ -224,7 +227,7 @@ def _run_claimed(the_store: Store, sweep: Sweep, left, mine: set[str], others, r
     console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
                   f"in {len(packs)} packs on {runner.where}")
     if others:
-        owners = sorted({f"pid {o.get('pid')} on {o.get('host')}" for o in others.values()})
+        owners = sorted(set(others.values()))
         console.print(f"{len(others)} jobs are being run by another driver ({', '.join(owners)}); this run leaves "
                       "them to it (run the same command again later to pick up what it leaves)")
     if attached:

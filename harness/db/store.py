@@ -238,6 +238,10 @@ class Store:
                 break
         return mine, others
 
+    def claim_owner(self, job_id: str) -> dict[str, Any]:
+        """Who claimed the job ({pid, host, since}), or {} where nobody did."""
+        return _read_owner(self.claim_path(job_id))
+
     def running(self, job_ids: Iterable[str]) -> set[str]:
         """The jobs among `job_ids` that a live driver has claimed: running, or about to."""
         found = set()

@@ -66,7 +66,7 @@ class Left:
 
     statuses: dict[str, str]  # job id -> done / failed / diverged (this numerics version)
     stale: dict[str, str]  # job id -> its id under an older numerics version, for jobs stored only there
-    running: dict[str, str]  # job id -> where: "pid 123 on host" (another driver) or "slurm task 45_2"
+    running: dict[str, str]  # job id -> where: "pid 123 on host" (another driver) or "slurm task 45_2 (running)"
     todo: list[JobSpec] = field(default_factory=list)  # to run now, in sweep order
     ingested: int = 0  # shards ingested while looking (left by a killed run or a task that ended)
     failed_tasks: list[str] = field(default_factory=list)  # cluster tasks found dead without shards
@@ -104,7 +104,8 @@ def what_is_left(store: Store, sweep: Sweep, retry_failed: bool = False, write: 
     running = {job_id: where for job_id, where in in_cluster.items() if job_id not in statuses}
     others = store.running(j.job_id for j in without if j.job_id not in running)
     for job_id in others:
-        running[job_id] = "another driver"
+        owner = store.claim_owner(job_id)
+        running[job_id] = f"pid {owner.get('pid')} on {owner.get('host')}"
     rerun = {"failed", "diverged"} if retry_failed else set()
     todo = [j for j in sweep.jobs if j.job_id not in running
             and (statuses.get(j.job_id) is None or statuses[j.job_id] in rerun)]
