@@ -105,7 +105,7 @@ def test_a_driver_run_again_re_attaches_to_queued_tasks_and_submits_nothing_twic
     slurm.SlurmExecutor(store, sweep, None, 2, first, "slurm").submit(plan_packs(sweep.jobs, 2))
     assert first.tasks == 2
     left = what_is_left(store, sweep, write=False)
-    assert left.todo == [] and set(left.running) == {j.job_id for j in sweep.jobs}
+    assert left.todo == [] and set(left.in_cluster) == {j.job_id for j in sweep.jobs}
     plan = CliRunner().invoke(app, ["sweep", "plan", str(sweep_file), "--store", str(store.path)])
     assert "4 jobs: 0 done, 0 failed, 0 diverged, 4 running, 0 pending -> 0 packs" in plan.output, plan.output
     assert "2 Slurm tasks of an earlier driver are queued or running" in plan.output
@@ -149,7 +149,8 @@ def test_where_slurm_cannot_be_asked_recorded_tasks_count_as_running(tiny_sweep,
 
     monkeypatch.setattr(slurm, "queued", unavailable)
     left = what_is_left(store, sweep, write=True)
-    assert left.todo == [] and all("unknown: squeue is not installed here" in w for w in left.running.values())
+    assert left.todo == [] and all("unknown: squeue is not installed here" in str(task)
+                                   for task in left.in_cluster.values())
 
 
 def test_cancel_scancels_the_tasks_still_queued(tiny_sweep, tmp_path, monkeypatch):

@@ -99,7 +99,7 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
     console.print(f"{len(sweep.jobs)} jobs: {counts['done']} done, {counts['failed']} failed, "
                   f"{counts['diverged']} diverged, " + (f"{counts['running']} running, " if counts["running"] else "")
                   + f"{counts['pending']} pending -> {len(packs)} packs of at most {size} on {', '.join(devices)}")
-    tasks = sorted({where for where in left.running.values() if where.startswith("slurm task")})
+    tasks = sorted({str(task) for task in left.in_cluster.values()})
     if tasks:
         console.print(f"{len(tasks)} Slurm tasks of an earlier driver are queued or running: {', '.join(tasks)}; "
                       "`harness sweep run` re-attaches to them")
@@ -145,7 +145,7 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     Ctrl-C stops cleanly; run the same command again to continue where it stopped. With --executor slurm
     the submitted tasks keep running without the driver: run the same command again to re-attach to them.
     """
-    from harness.executors.base import drive, executors, what_is_left
+    from harness.executors.base import executors, what_is_left
 
     sweep = _load(sweep_file)
     root = data_root_str(data_root)
@@ -181,7 +181,7 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     the_store.clear_stale_claims(ids)  # a killed driver's claims on jobs that are done since
     mine, others = the_store.claim([j.job_id for j in left.todo])
     try:
-        _run_claimed(the_store, sweep, left, set(mine), others, runner, display, drive)
+        _run_claimed(the_store, sweep, left, set(mine), others, runner, display)
     finally:
         the_store.release(mine)
 
@@ -211,15 +211,15 @@ class _Display:
                               highlight=False)
 
 
-def _run_claimed(the_store: Store, sweep: Sweep, left, mine: set[str], others, runner, display: _Display,
-                 drive) -> None:
+def _run_claimed(the_store: Store, sweep: Sweep, left, mine: set[str], others, runner, display: _Display) -> None:
     """The body of `sweep run` once this driver holds its jobs' claims."""
+    from harness.executors.base import drive
+
     ids = [j.job_id for j in sweep.jobs]
     todo = [j for j in left.todo if j.job_id in mine]
-    attached = {job_id: where for job_id, where in left.running.items() if where.startswith("slurm task")}
+    attached = left.in_cluster
     # jobs other drivers hold: those found claimed while looking, and those claimed since (a race)
-    others = {**{job_id: where for job_id, where in left.running.items() if job_id not in attached},
-              **{job_id: f"pid {o.get('pid')} on {o.get('host')}" for job_id, o in others.items()}}
+    others = {**left.running, **{job_id: f"pid {o.get('pid')} on {o.get('host')}" for job_id, o in others.items()}}
     skipped = len(sweep.jobs) - len(todo) - len(others) - len(attached)
     packs = runner.plan(todo)
     for note in runner.notes:
@@ -231,9 +231,9 @@ def _run_claimed(the_store: Store, sweep: Sweep, left, mine: set[str], others, r
         console.print(f"{len(others)} jobs are being run by another driver ({', '.join(owners)}); this run leaves "
                       "them to it (run the same command again later to pick up what it leaves)")
     if attached:
-        tasks = sorted({where.split(" ")[2] for where in attached.values()})
+        tasks = sorted({task.task_id for task in attached.values()})
         if hasattr(runner, "attach"):
-            runner.attach(attached)
+            runner.attach(set(tasks))
             console.print(f"{len(attached)} jobs are in {len(tasks)} Slurm tasks an earlier driver submitted "
                           f"({', '.join(tasks)}): re-attached, not submitted again")
         else:
@@ -310,7 +310,7 @@ def status(store: StoreOption = DEFAULT_STORE) -> None:
                 continue
             live, dead, ingested = reconcile(the_store, sweep, write=True)
             busy.update(live)
-            tasks = sorted({where.split(" ")[2] for where in live.values()})
+            tasks = sorted({task.task_id for task in live.values()})
             if tasks or ingested or dead:
                 notes.append(f"{name}: Slurm has {len(tasks)} of its tasks queued or running"
                              + (f" ({', '.join(tasks)})" if tasks else "")

@@ -3,7 +3,7 @@
 An executor runs packs somewhere and leaves one shard per job; the driver (`harness sweep run`) only
 talks to it through `Executor`: `submit` packs, then `poll` until nothing is `in_flight`, ingesting
 nothing itself (each executor ingests a pack's shards before it reports the pack ended). The CLI picks
-one from EXECUTORS by name.
+one by name from the registry, `executors()`.
 
 `what_is_left` is the one rule, used by `sweep plan` and `sweep run` alike, for which jobs of a sweep
 still need running: not those with a result of this numerics version (in the database, or in a shard
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from harness.db.store import Store
+from harness.executors.slurm import LiveTask
 from harness.executors.worker import PackEnded
 from harness.spec import JobSpec, Pack, Sweep, plan_packs
 from harness.train import Progress
@@ -66,7 +67,8 @@ class Left:
 
     statuses: dict[str, str]  # job id -> done / failed / diverged (this numerics version)
     stale: dict[str, str]  # job id -> its id under an older numerics version, for jobs stored only there
-    running: dict[str, str]  # job id -> where: "pid 123 on host" (another driver) or "slurm task 45_2 (running)"
+    running: dict[str, str]  # job id -> the other live driver that holds it: "pid 123 on host"
+    in_cluster: dict[str, LiveTask]  # job id -> the recorded cluster task, still queued or running, that has it
     todo: list[JobSpec] = field(default_factory=list)  # to run now, in sweep order
     ingested: int = 0  # shards ingested while looking (left by a killed run or a task that ended)
     failed_tasks: list[str] = field(default_factory=list)  # cluster tasks found dead without shards
@@ -81,7 +83,7 @@ class Left:
         return counts
 
     def status(self, job_id: str) -> str:
-        if job_id in self.running:
+        if job_id in self.running or job_id in self.in_cluster:
             return "running"
         return self.statuses.get(job_id, "pending")
 
@@ -101,15 +103,15 @@ def what_is_left(store: Store, sweep: Sweep, retry_failed: bool = False, write: 
         statuses = {**store.shard_statuses([i for i in ids if i not in statuses]), **statuses}
     without = [j for j in sweep.jobs if j.job_id not in statuses]
     stale = store.stale(without) if store.path.exists() else {}
-    running = {job_id: where for job_id, where in in_cluster.items() if job_id not in statuses}
-    others = store.running(j.job_id for j in without if j.job_id not in running)
-    for job_id in others:
+    in_cluster = {job_id: task for job_id, task in in_cluster.items() if job_id not in statuses}
+    running = {}
+    for job_id in store.running(j.job_id for j in without if j.job_id not in in_cluster):
         owner = store.claim_owner(job_id)
         running[job_id] = f"pid {owner.get('pid')} on {owner.get('host')}"
     rerun = {"failed", "diverged"} if retry_failed else set()
-    todo = [j for j in sweep.jobs if j.job_id not in running
+    todo = [j for j in sweep.jobs if j.job_id not in running and j.job_id not in in_cluster
             and (statuses.get(j.job_id) is None or statuses[j.job_id] in rerun)]
-    return Left(statuses, stale, running, todo, ingested + reconciled, failed_tasks)
+    return Left(statuses, stale, running, in_cluster, todo, ingested + reconciled, failed_tasks)
 
 
 ExecutorFactory = Callable[..., Executor]

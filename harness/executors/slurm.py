@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from harness.db.store import Store, process_running
@@ -33,6 +34,17 @@ try:  # the task must be Checkpointable for submitit to requeue it; submitit is 
     from submitit.helpers import Checkpointable
 except ImportError:  # pragma: no cover - only where submitit is not installed
     Checkpointable = object  # type: ignore[assignment,misc]
+
+
+@dataclass(frozen=True)
+class LiveTask:
+    """A recorded cluster task that Slurm still has queued or running, with the state it gave."""
+
+    task_id: str
+    state: str
+
+    def __str__(self) -> str:
+        return f"slurm task {self.task_id} ({self.state.lower()})"
 
 
 class SlurmUnavailable(RuntimeError):
@@ -173,15 +185,16 @@ def close_ended(store: Store, sweep: str, ended: list[dict[str, Any]], specs: di
     return ingested, dead
 
 
-def reconcile(store: Store, sweep: Sweep, write: bool) -> tuple[dict[str, str], list[str], int]:
-    """Bring the sweep's recorded cluster tasks up to date: (job id -> "slurm task ID (STATE)" for tasks still
-    queued or running, ids of tasks that died without shards, jobs ingested). Without `write` nothing changes
+def reconcile(store: Store, sweep: Sweep, write: bool) -> tuple[dict[str, LiveTask], list[str], int]:
+    """Bring the sweep's recorded cluster tasks up to date: (job id -> its task, for tasks still queued or
+    running; ids of tasks that died without shards; jobs ingested). Without `write` nothing changes
     (tasks that ended are left for the next `sweep run`). Where Slurm cannot be asked, every recorded task
     counts as still queued: better wait than run a job twice."""
     subs = store.open_submissions(sweep.name)
     if not subs:
         return {}, [], 0
-    live: dict[str, str] = {}
+    live: dict[str, LiveTask] = {}
+    ended = []
     for cluster in sorted({s["cluster"] for s in subs}):
         mine = [s for s in subs if s["cluster"] == cluster]
         try:
@@ -190,9 +203,9 @@ def reconcile(store: Store, sweep: Sweep, write: bool) -> tuple[dict[str, str], 
             states = {s["task_id"]: f"unknown: {exc}" for s in mine}
         for sub in mine:
             if sub["task_id"] in states:
-                live.update({job_id: f"slurm task {sub['task_id']} ({states[sub['task_id']].lower()})"
-                             for job_id in sub["job_ids"]})
-    ended = [s for s in subs if not any(j in live for j in s["job_ids"])]
+                live.update(dict.fromkeys(sub["job_ids"], LiveTask(sub["task_id"], states[sub["task_id"]])))
+            else:
+                ended.append(sub)
     if not write:
         return live, [], 0
     ingested, dead = close_ended(store, sweep.name, ended, {j.job_id: j for j in sweep.jobs})
@@ -257,10 +270,10 @@ class SlurmExecutor:
     def in_flight(self) -> int:
         return len(self._watching)
 
-    def attach(self, tasks: dict[str, str]) -> None:
-        """Watch tasks an earlier driver submitted: {job id: where} from what_is_left's `running`."""
+    def attach(self, task_ids: set[str]) -> None:
+        """Watch tasks an earlier driver submitted (what_is_left's `in_cluster`)."""
         for sub in self.store.open_submissions(self.sweep.name):
-            if any(tasks.get(j, "").startswith(f"slurm task {sub['task_id']} ") for j in sub["job_ids"]):
+            if sub["task_id"] in task_ids:
                 self._watching[sub["task_id"]] = list(sub["job_ids"])
                 for job_id in sub["job_ids"]:
                     spec = self._specs.get(job_id)
