@@ -417,13 +417,18 @@ class Pack:
         return hashlib.sha256(",".join(j.job_id for j in self.jobs).encode()).hexdigest()[:12]
 
 
-def plan_packs(jobs: list[JobSpec] | tuple[JobSpec, ...], max_pack: int) -> list[Pack]:
-    """Group compatible jobs (equal pack_key) into packs of at most `max_pack`, in sweep order."""
+def pack_groups(jobs: list[JobSpec] | tuple[JobSpec, ...]) -> list[list[JobSpec]]:
+    """The jobs that may share a pack (equal pack_key), group by group, in sweep order."""
     groups: dict[str, list[JobSpec]] = {}
     for job in jobs:
         groups.setdefault(job.pack_key(), []).append(job)
+    return list(groups.values())
+
+
+def plan_packs(jobs: list[JobSpec] | tuple[JobSpec, ...], max_pack: int) -> list[Pack]:
+    """Group compatible jobs (equal pack_key) into packs of at most `max_pack`, in sweep order."""
     packs = []
-    for members in groups.values():
+    for members in pack_groups(jobs):
         for start in range(0, len(members), max_pack):
             packs.append(Pack(tuple(members[start:start + max_pack])))
     return packs

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from harness.db.store import Store
 from harness.executors.worker import RESUME_EVERY, PackEnded, fail_missing, worker_main
-from harness.spec import JobSpec, Pack, Sweep, plan_packs
+from harness.spec import JobSpec, Pack, Sweep, pack_groups, plan_packs
 from harness.train import Progress, RunOptions
 
 
@@ -71,11 +71,8 @@ class LocalExecutor:
         from harness.datasets import load_dataset
         from harness.packing import choose_pack_size
 
-        groups: dict[str, list[JobSpec]] = {}
-        for job in jobs:
-            groups.setdefault(job.pack_key(), []).append(job)
         packs = []
-        for group in groups.values():
+        for group in pack_groups(jobs):
             try:
                 data = load_dataset(group[0].dataset, self.data_root, self.devices[0], group[0].dtype)
                 size, why = choose_pack_size(group, data, self.devices[0])
