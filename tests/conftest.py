@@ -37,7 +37,7 @@ description = "tiny end-to-end sweep for tests"
 seeds = {seeds}
 
 [base]
-dataset = {{ name = "fashion_mnist", subset = 20, subset_mode = "stratified", test_subset = 200 }}
+dataset = {{ name = "fashion_mnist", subset = {subset}, subset_mode = "stratified", test_subset = 200 }}
 arch = "conv32"
 latent_dim = 6
 likelihood = {{ name = "laplace", scale = 0.1 }}
@@ -49,16 +49,22 @@ batch_size = 50
 lr = 5e-4
 
 [grid]
-alpha = [0, 1000]
-"prior.gamma" = [0, 0.8]
+{grid}
 """
+TINY_GRID = 'alpha = [0, 1000]\n"prior.gamma" = [0, 0.8]'  # 4 jobs per seed
 
 
 @pytest.fixture
 def tiny_sweep(tmp_path):
-    def write(name: str = "tiny", seeds: str = "[1]", epochs: int = 2) -> Path:
-        path = tmp_path / f"{name}.toml"
-        path.write_text(TINY_SWEEP.format(name=name, seeds=seeds, epochs=epochs))
-        return path
+    def write(name: str = "tiny", seeds: str = "[1]", epochs: int = 2, subset: int = 20, grid: str = TINY_GRID) -> Path:
+        return write_tiny_sweep(tmp_path, name, seeds, epochs, subset, grid)
 
     return write
+
+
+def write_tiny_sweep(folder: Path, name: str = "tiny", seeds: str = "[1]", epochs: int = 2, subset: int = 20,
+                     grid: str = TINY_GRID) -> Path:
+    """folder/<name>.toml: the tiny sweep with these seeds, epochs, training images per class and [grid]."""
+    path = folder / f"{name}.toml"
+    path.write_text(TINY_SWEEP.format(name=name, seeds=seeds, epochs=epochs, subset=subset, grid=grid))
+    return path

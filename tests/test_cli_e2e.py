@@ -23,11 +23,10 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """The tiny sweep (4 jobs: alpha 0/1000 x gamma 0/0.8, one seed) run once for the module."""
-    from tests.conftest import TINY_SWEEP
+    from tests.conftest import write_tiny_sweep
 
     folder = tmp_path_factory.mktemp("e2e")
-    sweep = folder / "tiny.toml"
-    sweep.write_text(TINY_SWEEP.format(name="tiny", seeds="[1]", epochs=2))
+    sweep = write_tiny_sweep(folder)
     store = folder / "store" / "harness.duckdb"
     result = invoke("sweep", "run", str(sweep), "--store", str(store))
     return sweep, store, result

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -26,33 +25,6 @@ from tests.slurm_cluster import slurm_cluster  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist_present", "slurm_cluster")]
 
-SWEEP = """
-[sweep]
-name = "{name}"
-seeds = [1]
-
-[base]
-dataset = {{ name = "fashion_mnist", subset = {subset}, subset_mode = "stratified", test_subset = 200 }}
-arch = "conv32"
-latent_dim = 6
-likelihood = {{ name = "laplace", scale = 0.1 }}
-prior = {{ name = "sparse", gamma = 0.8 }}
-divergence = "mmd_dim"
-beta = 1.0
-epochs = {epochs}
-batch_size = 50
-lr = 5e-4
-
-[grid]
-alpha = {alphas}
-"""
-
-
-def _sweep(tmp_path: Path, name: str, epochs: int, alphas: str = "[0, 1000]", subset: int = 20) -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(SWEEP.format(name=name, epochs=epochs, alphas=alphas, subset=subset))
-    return path
-
 
 def _slurm_tasks(name: str) -> list[str]:
     """Every array task of the sweep that Slurm knows of, queued, running or ended (MinJobAge keeps ended jobs
@@ -61,10 +33,11 @@ def _slurm_tasks(name: str) -> list[str]:
     return [line for line in out.splitlines() if f"JobName=harness-{name} " in line]
 
 
-def test_a_sweep_runs_through_real_slurm_end_to_end(tmp_path):
+def test_a_sweep_runs_through_real_slurm_end_to_end(tiny_sweep, tmp_path):
     store = tmp_path / "store" / "h.duckdb"
-    args = ["sweep", "run", str(_sweep(tmp_path, "e2e", 1)), "--store", str(store), "--executor", "slurm",
-            "--pack-size", "1", "--slurm", "timeout_min=10"]
+    sweep = tiny_sweep("e2e", epochs=1, grid="alpha = [0, 1000]")
+    args = ["sweep", "run", str(sweep), "--store", str(store), "--executor", "slurm", "--pack-size", "1",
+            "--slurm", "timeout_min=10"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + result.stderr
     assert "2 to run in 2 packs on slurm (slurm, submitit)" in result.output
@@ -82,9 +55,9 @@ def test_a_sweep_runs_through_real_slurm_end_to_end(tmp_path):
     assert len(_slurm_tasks("e2e")) == 2  # nothing submitted the second time
 
 
-def test_a_driver_killed_mid_sweep_and_run_again_submits_nothing_twice(tmp_path):
+def test_a_driver_killed_mid_sweep_and_run_again_submits_nothing_twice(tiny_sweep, tmp_path):
     store = tmp_path / "store" / "h.duckdb"
-    sweep = _sweep(tmp_path, "restart", 40)
+    sweep = tiny_sweep("restart", epochs=40, grid="alpha = [0, 1000]")
     args = ["sweep", "run", str(sweep), "--store", str(store), "--executor", "slurm", "--pack-size", "1",
             "--slurm", "timeout_min=10"]
     driver = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], stdout=subprocess.PIPE,
@@ -111,12 +84,12 @@ def test_a_driver_killed_mid_sweep_and_run_again_submits_nothing_twice(tmp_path)
     assert rows == [(2,)]
 
 
-def test_a_pack_past_its_time_limit_is_requeued_and_ends_with_the_same_numbers(tmp_path):
+def test_a_pack_past_its_time_limit_is_requeued_and_ends_with_the_same_numbers(tiny_sweep, tmp_path):
     """One-minute limit, signalled 30 s before it; Slurm checks limits about every 30 s, so a run lasts 30 to 60 s,
     of which Python, torch and the data take about 10. The pack needs more than a minute of training even on 2
     quiet cores (so that no run can finish it before the signal), saving every epoch: it ends in the third run or
     so. On busy cores it takes more runs (the limit allows 20)."""
-    sweep = _sweep(tmp_path, "limit", 120, alphas="[100]", subset=100)
+    sweep = tiny_sweep("limit", epochs=120, subset=100, grid="alpha = [100]")
     reference = tmp_path / "reference" / "h.duckdb"
     local = CliRunner().invoke(app, ["sweep", "run", str(sweep), "--store", str(reference)])
     assert local.exit_code == 0, local.output
