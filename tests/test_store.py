@@ -228,3 +228,24 @@ def test_claims_keep_a_second_driver_off_running_jobs_and_stale_ones_are_taken_o
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_claim_cut_short_by_a_kill_is_taken_over_and_claims_never_appear_empty(tmp_path):
+    """Found by the soak test: a driver SIGKILLed between creating its claim file and writing its owner left
+    an empty claim, which every later driver respected, so that job never ran again. Claims now appear with
+    their owner in them, and a claim that names no owner is stale."""
+    import json
+    import os
+
+    store = Store(tmp_path / "h.duckdb")
+    ids = [f"{i:016x}" for i in range(2)]
+    (tmp_path / "claims").mkdir()
+    store.claim_path(ids[0]).write_text("")  # what the kill left
+    mine, others = store.claim(ids)
+    assert mine == ids and others == {}
+    assert all(json.loads(store.claim_path(i).read_text())["pid"] == os.getpid() for i in ids)
+    assert [p.name for p in (tmp_path / "claims").iterdir()] != [] and not list((tmp_path / "claims").glob(".*"))
+    store.release(ids)
+    store.claim_path(ids[1]).write_text("")
+    store.clear_stale_claims(ids)
+    assert not store.claim_path(ids[1]).exists()

@@ -212,30 +212,37 @@ class Store:
         """Claim jobs for this process, so that a second driver on the same store does not run them too.
         Returns (the ids now ours, id -> owner for those another live process holds). A claim whose owner
         process is gone (same host, pid not running) is stale and taken over; one from another host is
-        respected, since its owner cannot be checked from here."""
+        respected, since its owner cannot be checked from here.
+
+        A claim file appears with its owner already in it (a hard link to a file written first), so a driver
+        killed while claiming leaves no empty claim; one that names no owner (an older release's, cut short
+        by a kill) is stale too."""
         folder = self.root / "claims"
         folder.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         mine, others = [], {}
-        for job_id in job_ids:
-            path = self.claim_path(job_id)
-            for _ in range(2):
-                try:
-                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    owner = _read_owner(path)
-                    if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
-                        mine.append(job_id)
+        written = folder / f".{me['pid']}.{time.time_ns()}.tmp"
+        written.write_text(json.dumps(me))
+        try:
+            for job_id in job_ids:
+                path = self.claim_path(job_id)
+                for _ in range(2):
+                    try:
+                        os.link(written, path)
+                    except FileExistsError:
+                        owner = _read_owner(path)
+                        if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
+                            mine.append(job_id)
+                            break
+                        if not owner or (owner.get("host") == me["host"] and not process_running(owner.get("pid"))):
+                            path.unlink(missing_ok=True)  # stale: its driver died; take it over
+                            continue
+                        others[job_id] = owner
                         break
-                    if owner.get("host") == me["host"] and not process_running(owner.get("pid")):
-                        path.unlink(missing_ok=True)  # stale: its driver died; take it over
-                        continue
-                    others[job_id] = owner
+                    mine.append(job_id)
                     break
-                with os.fdopen(fd, "w") as handle:
-                    json.dump(me, handle)
-                mine.append(job_id)
-                break
+        finally:
+            written.unlink(missing_ok=True)
         return mine, others
 
     def claim_owner(self, job_id: str) -> dict[str, Any]:
@@ -255,8 +262,10 @@ class Store:
         """Remove the claims on `job_ids` left by drivers that died on this host."""
         for job_id in job_ids:
             path = self.claim_path(job_id)
-            owner = _read_owner(path) if path.exists() else {}
-            if owner and owner.get("host") == socket.gethostname() and not process_running(owner.get("pid")):
+            if not path.exists():
+                continue
+            owner = _read_owner(path)  # none named: cut short by a kill (see claim)
+            if not owner or (owner.get("host") == socket.gethostname() and not process_running(owner.get("pid"))):
                 path.unlink(missing_ok=True)
 
     def release(self, job_ids: Iterable[str]) -> None:
