@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.db.store import Store, ingest_result
 from harness.numerics import NUMERICS_VERSION as NV
-from harness.report.claims import FAIL, NO_DATA, PASS, check_claims
+from harness.report.claims import FAIL, INCONCLUSIVE, NO_DATA, PASS, SINGLE_SEED, check_claims
 from harness.schema import Options
 from harness.spec import JobSpec
 
@@ -66,20 +66,43 @@ def test_a_point_pools_only_seeds_of_one_setting_and_says_its_n(store, tmp_path)
 
 def test_claims_follow_the_numbers_and_fail_the_exit_code(store, tmp_path):
     results = {r.claim_id: r for r in check_claims(store.path, sweeps=["main"])}
-    above = results["sparsity.gamma_above"]
-    assert above.verdict == PASS and "alpha 0: +0.110" in above.evidence and "alpha 1000: +0.320" in above.evidence
+    # gamma 0 has one seed at each alpha: no noise estimate, so no verdict
+    assert results["sparsity.gamma_above"].verdict == NO_DATA and "n 1/2" in results["sparsity.gamma_above"].evidence
+    single = {r.claim_id: r for r in check_claims(store.path, sweeps=["main"], single_seed=True)}
+    above = single["sparsity.gamma_above"]
+    assert above.verdict == PASS and above.note == SINGLE_SEED
+    assert "alpha 0: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.11 (no interval, n 1/2)" in above.evidence
+    assert "alpha 1000: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.32 (no interval, n 1/2)" in above.evidence
     assert len(above.job_ids) == 6  # the beta-1 line's seeds of both gammas, not the epochs variant
-    assert results["sparsity.gaussian_low"].verdict == PASS
+    assert single["sparsity.gaussian_low"].verdict == PASS
     assert results["sparsity.rises_then_flattens"].verdict == NO_DATA  # no alpha 100
     assert results["sparsity.beta5_lowest"].verdict == NO_DATA
-    # make gamma 0 sparser at alpha 1000: the claim now fails, and so does the command
+    # a second seed of gamma 0: the differences now have intervals, paired by seed, well above 0
+    add(store, "main", [(job(0, 0.0, 2), 0.21), (job(1000, 0.0, 2), 0.18)])
+    above = {r.claim_id: r for r in check_claims(store.path, sweeps=["main"])}["sparsity.gamma_above"]
+    assert above.verdict == PASS and above.note == "" and above.n == "2" and above.method == "paired t"
+    assert "alpha 1000: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.325 [+0.134, +0.516] (paired t, n 2/2)" in above.evidence
+    # make gamma 0 sparser at alpha 1000 on two seeds: the claim now fails, and so does the command
     add(store, "main2", [(job(1000, 0.8, 5), 0.50), (job(1000, 0.0, 5), 0.70), (job(0, 0.8, 5), 0.3),
-                         (job(0, 0.0, 5), 0.2)])
+                         (job(0, 0.0, 5), 0.2), (job(1000, 0.8, 6), 0.51), (job(1000, 0.0, 6), 0.72),
+                         (job(0, 0.8, 6), 0.31), (job(0, 0.0, 6), 0.22)])
     assert {r.claim_id: r for r in check_claims(store.path, sweeps=["main2"])}["sparsity.gamma_above"].verdict == FAIL
     result = CliRunner().invoke(app, ["report", "claims", "--store", str(store.path), "--sweep", "main2"])
-    assert result.exit_code == 1 and "FAIL" in result.output
+    assert result.exit_code == 1 and "FAIL" in result.output and "[-0.2" in result.output
     ok = CliRunner().invoke(app, ["report", "claims", "--store", str(store.path), "--sweep", "main"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_an_effect_within_the_seed_noise_is_inconclusive_and_exits_0(tmp_path):
+    store = Store(tmp_path / "h.duckdb")
+    noisy = {(0, 0.8): (0.30, 0.36, 0.25), (0, 0.0): (0.29, 0.33, 0.28), (1000, 0.8): (0.31, 0.26, 0.37),
+             (1000, 0.0): (0.30, 0.31, 0.29)}
+    add(store, "noise", [(job(a, g, seed), v) for (a, g), values in noisy.items()
+                         for seed, v in enumerate(values, start=1)])
+    above = {r.claim_id: r for r in check_claims(store.path)}["sparsity.gamma_above"]
+    assert above.verdict == INCONCLUSIVE and above.n == "3"
+    result = CliRunner().invoke(app, ["report", "claims", "--store", str(store.path)])
+    assert result.exit_code == 0 and "INCONCLUSIVE" in result.output
 
 
 def test_an_unknown_sweep_is_one_line(store):

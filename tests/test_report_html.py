@@ -41,11 +41,18 @@ class Claim:
     evidence: str
     job_ids: list[str] = field(default_factory=list)
     seeds: str = "1"
+    tests: list[str] = field(default_factory=list)
+    n: str = "3"
+    method: str = "paired t"
+    note: str = ""
 
 
 CLAIMS = [
-    Claim("sparsity-alpha", "Sparsity grows with alpha", "PASS", "0.343 > 0.212", ["942a920b032a6870", "e4130d80"]),
+    Claim("sparsity-alpha", "Sparsity grows with alpha", "PASS", "hoyer 0.212 -> 0.343",
+          ["942a920b032a6870", "e4130d80"],
+          tests=["h(100) - h(0) = +0.131 [+0.08, +0.18] (paired t, n 3/3) > 0: PASS"]),
     Claim("gamma-helps", "gamma = 0.8 beats gamma = 0", "FAIL", "0.20 < 0.21", ["32c76264209947fb"]),
+    Claim("noise", "The gap is larger than the noise", "INCONCLUSIVE", "0.21 against 0.22", ["32c76264209947fb"]),
     Claim("seeds", "The gap holds over 3 seeds", "NOT ENOUGH DATA", "1 seed of 3", [], "needs 3, has 1"),
 ]
 
@@ -66,7 +73,7 @@ def _figure(out: Path, name: str, rng: np.random.Generator) -> Fig:
 
 @pytest.fixture
 def report(tmp_path: Path) -> Path:
-    """index.html with two drawn figures, one without data, and three claims (one of each verdict)."""
+    """index.html with two drawn figures, one without data, and four claims (one of each verdict)."""
     rng = np.random.default_rng(0)
     out = tmp_path / "reports dir"  # a space, so that the links must be percent-encoded
     out.mkdir()
@@ -152,9 +159,10 @@ def test_index_opens_in_browser(browser, report: Path) -> None:
     rows = browser.find_elements(By.CSS_SELECTOR, "table.claims tbody tr")
     assert len(rows) == len(CLAIMS)
     verdicts = [r.find_element(By.CSS_SELECTOR, "td.verdict") for r in rows]
-    assert [v.text for v in verdicts] == ["PASS", "FAIL", "NOT ENOUGH DATA"]
+    assert [v.text for v in verdicts] == ["PASS", "FAIL", "INCONCLUSIVE", "NOT ENOUGH DATA"]
     colours = {v.value_of_css_property("background-color") for v in verdicts}
-    assert len(colours) == 3  # each verdict has its own colour
+    assert len(colours) == 4  # each verdict has its own colour
+    assert "+0.131 [+0.08, +0.18] (paired t, n 3/3)" in rows[0].text  # the tested difference with its interval
     assert "no data in the store yet" in browser.find_element(By.ID, "no-data").find_element(By.XPATH, "..").text
 
 

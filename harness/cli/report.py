@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
@@ -43,13 +44,17 @@ def _open(store: Path, sweeps: list[str] | None) -> list[str]:
 
 
 def _claims_table(results) -> Table:
-    table = Table(title="claims (SPEC section 6)", title_justify="left")
-    for column in ("claim", "sweep", "verdict", "evidence", "jobs"):
+    table = Table(title="claims of the paper and the report (docs/claims.md): each tested difference with its "
+                  "95% interval", title_justify="left")
+    for column in ("claim", "sweep", "verdict", "evidence and tested differences", "n"):
         table.add_column(column, overflow="fold")
-    colour = {"PASS": "green", "FAIL": "red"}
+    colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "blue"}
     for r in results:
-        table.add_row(f"{r.claim_id}: {r.text}", r.sweep, f"[{colour.get(r.verdict, 'yellow')}]{r.verdict}[/]",
-                      r.evidence, str(len(r.job_ids)))
+        verdict = f"[{colour.get(r.verdict, 'yellow')}]{r.verdict}[/]" + (f"\n({r.note})" if r.note else "")
+        evidence = "\n".join([escape(r.evidence.split("; ")[0]), *(f"- {escape(t)}" for t in r.tests)]) \
+            if r.tests else escape(r.evidence)
+        table.add_row(f"{escape(r.claim_id)}: {escape(r.text)}", escape(r.sweep), verdict, evidence,
+                      f"{r.n or '-'}" + (f"\n{r.method}" if r.method else ""))
     return table
 
 
@@ -58,7 +63,10 @@ def figures(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports")
             only: Annotated[list[str] | None, typer.Option("--only", help="Build just this figure (repeatable).")]
             = None,
             sweep: SweepOption = None, numerics: NumericsOption = NUMERICS_VERSION,
-            all_versions: AllVersionsOption = False) -> None:
+            all_versions: AllVersionsOption = False,
+            single_seed: Annotated[bool, typer.Option("--single-seed", help="Claims on the page decide settings "
+                                                      "with one seed on their means (see `report claims`).")]
+            = False) -> None:
     """Write every figure the store has data for (PNG, PDF and the CSV of the plotted numbers), check the
     claims, and write OUT/index.html, which shows them all with their provenance.
 
@@ -91,30 +99,42 @@ def figures(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports")
     if not drawn:
         console.print("no figure has data in the store yet" + ("" if all_versions else
                       f" (numerics {numerics}; --all-versions for older results)"))
-    claims = check_claims(Path(store), version, sweeps)
+    claims = check_claims(Path(store), version, sweeps, single_seed)
     page = write_index(out, drawn, claims, title="harness report", store=str(store),
                        generated=datetime.now().strftime("%Y-%m-%d %H:%M"))
     console.print(f"{len(claims)} claims checked; open {page}")
 
 
-@app.command()
-def claims(store: StoreOption = DEFAULT_STORE, sweep: SweepOption = None, numerics: NumericsOption = NUMERICS_VERSION,
-           all_versions: AllVersionsOption = False) -> None:
-    """Check each qualitative claim of the paper and the report against the store: PASS, FAIL or NOT ENOUGH
-    DATA, with the numbers behind the verdict. Exits with 1 when any claim fails.
+CLAIMS_HELP = "\n\n".join([
+    "Check each qualitative claim of the paper and the report against the store, with seed noise.",
+    "A claim tests one or more differences between settings (say, hoyer at gamma 0.8 minus hoyer at gamma "
+    "0, at each alpha), each a difference of means over seeds with its 95% interval (paired t by seed "
+    "where the settings share their seeds, else Welch t; harness.stats) and its n. The verdict:",
+    "PASS: every interval lies wholly on the side the claim asserts. FAIL: one lies wholly on the other "
+    "side. INCONCLUSIVE: none fails and some straddle. NOT ENOUGH DATA: a setting is missing, or has "
+    'fewer than 2 seeds; --single-seed decides those on the means alone and labels the verdict "1 seed: '
+    'no noise estimate".',
+    "Exit codes: 0 no claim fails (PASS, INCONCLUSIVE, NOT ENOUGH DATA), 1 some claim fails, 2 bad input.",
+    "Example: harness report claims --store runs/harness.duckdb",
+])
 
-    Example: harness report claims --store runs/harness.duckdb
-    """
-    from harness.report.claims import FAIL, check_claims
+
+@app.command(help=CLAIMS_HELP)
+def claims(store: StoreOption = DEFAULT_STORE, sweep: SweepOption = None, numerics: NumericsOption = NUMERICS_VERSION,
+           all_versions: AllVersionsOption = False,
+           single_seed: Annotated[bool, typer.Option("--single-seed", help="Decide settings with one seed on their "
+                                                     "means (no interval), labelled as such, instead of NOT "
+                                                     "ENOUGH DATA.")] = False) -> None:
+    from harness.report.claims import FAIL, VERDICTS, check_claims
 
     sweeps = _open(store, sweep)
-    results = check_claims(Path(store), None if all_versions else numerics, sweeps)
+    results = check_claims(Path(store), None if all_versions else numerics, sweeps, single_seed)
     console.print(_claims_table(results))
     for r in results:
         if r.job_ids:
             console.print(f"{r.claim_id} ({r.sweep}): jobs {', '.join(r.job_ids)}; {r.seeds}", highlight=False)
-    counts = {v: sum(1 for r in results if r.verdict == v) for v in ("PASS", "FAIL", "NOT ENOUGH DATA")}
-    console.print(f"{counts['PASS']} pass, {counts['FAIL']} fail, {counts['NOT ENOUGH DATA']} not enough data")
+    counts = {v: sum(1 for r in results if r.verdict == v) for v in VERDICTS}
+    console.print(", ".join(f"{n} {v.lower()}" for v, n in counts.items()), highlight=False)
     if counts[FAIL]:
         raise typer.Exit(1)
 

@@ -33,10 +33,14 @@ class ClaimLike(Protocol):
     evidence: str
     job_ids: list[str]
     seeds: str
+    tests: list[str]  # one line per tested difference, with its interval, n and verdict
+    n: str  # seeds of the tested settings, e.g. "3" or "1-3"
+    method: str  # how the intervals were computed
+    note: str  # "1 seed: no noise estimate" where means alone decided
 
 
 # verdict -> CSS class that colours it
-VERDICT_CLASS = {"PASS": "pass", "FAIL": "fail", "NOT ENOUGH DATA": "nodata"}
+VERDICT_CLASS = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive", "NOT ENOUGH DATA": "nodata"}
 
 STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -47,6 +51,8 @@ th { background: #f3f3f3; }
 .pass { background: #d7f5dd; color: #135a23; }
 .fail { background: #fbdada; color: #8a1515; }
 .nodata { background: #fff1c7; color: #6b5200; }
+.inconclusive { background: #e6ecf5; color: #2b4468; }
+ul.tests { margin: 0.3em 0 0 1em; padding: 0; font-size: 0.9em; }
 .meta, .provenance { color: #555; font-size: 0.9em; }
 figure { margin: 2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -94,20 +100,28 @@ def _claims_table(claims: Sequence[ClaimLike]) -> str:
             raise ValueError(f"claim {c.claim_id}: verdict {c.verdict!r} is not one of {', '.join(VERDICT_CLASS)}")
         ids = "".join(f"<li><code>{escape(j)}</code></li>" for j in c.job_ids)
         jobs = (f"<details><summary>{len(c.job_ids)}</summary><ul>{ids}</ul></details>" if c.job_ids else "0")
+        tests = "".join(f"<li>{escape(t)}</li>" for t in c.tests)
+        summary = escape(c.evidence.split("; ")[0]) if c.tests else escape(c.evidence)
+        note = f"<br><small>{escape(c.note)}</small>" if c.note else ""
         rows.append(
             "<tr>"
             f"<td><code>{escape(c.claim_id)}</code></td>"
             f"<td>{escape(c.text)}</td>"
-            f'<td class="verdict {VERDICT_CLASS[c.verdict]}">{escape(c.verdict)}</td>'
-            f"<td>{escape(c.evidence)}</td>"
-            f"<td>{escape(c.seeds)}</td>"
+            f'<td class="verdict {VERDICT_CLASS[c.verdict]}">{escape(c.verdict)}{note}</td>'
+            f"<td>{summary}" + (f'<ul class="tests">{tests}</ul>' if tests else "") + "</td>"
+            f"<td>{escape(c.n or '-')}<br><small>{escape(c.method)}</small></td>"
             f"<td>{jobs}</td>"
             "</tr>"
         )
     return "\n".join([
         '<h2 id="claims">Claims</h2>',
+        '<p class="meta">Each tested difference between settings is a mean over seeds with its 95% interval '
+        "(paired t by seed, else Welch t). PASS: every interval lies on the side the claim asserts; FAIL: one "
+        "lies wholly on the other side; INCONCLUSIVE: some straddle; NOT ENOUGH DATA: a setting is missing or "
+        "has one seed.</p>",
         '<table class="claims">',
-        "<thead><tr><th>id</th><th>claim</th><th>verdict</th><th>evidence</th><th>seeds</th><th>jobs</th></tr></thead>",
+        "<thead><tr><th>id</th><th>claim</th><th>verdict</th><th>evidence and tested differences</th>"
+        "<th>n (seeds)</th><th>jobs</th></tr></thead>",
         "<tbody>", *rows, "</tbody>",
         "</table>",
     ])
