@@ -1,8 +1,9 @@
 """One function per figure, each drawn from the store alone (SQL -> polars -> matplotlib).
 
 Every figure is built per sweep, from the jobs of one numerics version (unless asked for all), and is
-honest about what it pools: a point is one setting (a spec up to its seed) with the mean over its seeds
-and its n written beside it; jobs whose specs differ in more than the seed never share a point; legends
+honest about what it pools: a point is one setting (a spec up to its seed) with the mean over its seeds,
+its 95% t interval (harness.stats; none for a single seed, which the label says) and its n written
+beside it; jobs whose specs differ in more than the seed never share a point; legends
 name the prior. Each writes PNG, PDF and the CSV of exactly what it plotted (with the job ids) and
 returns a Figure with its provenance; a figure without data returns None.
 """
@@ -20,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
+from harness import stats  # noqa: E402
 from harness.db import queries  # noqa: E402
 from harness.numerics import NUMERICS_VERSION  # noqa: E402
 
@@ -84,15 +86,33 @@ def _prior_label(row: dict) -> str:
 
 
 def summarise(runs: pl.DataFrame, value: str) -> pl.DataFrame:
-    """One row per setting: mean, min, max and n of `value` over its seeds, with the job ids and seeds."""
+    """One row per setting: mean, min, max and n of `value` over its seeds, the mean's 95% t interval
+    (`value`_low, `value`_high; null where n = 1: one seed gives no noise estimate), the job ids and seeds."""
     keep = ["setting", "line", "numerics", "prior_label", "alpha", "beta", "gamma", "df", "prior", "learn"]
-    return (runs.filter(pl.col(value).is_not_null())
-            .group_by(keep)
-            .agg(pl.col(value).mean().alias(f"{value}_mean"), pl.col(value).min().alias(f"{value}_min"),
-                 pl.col(value).max().alias(f"{value}_max"), pl.len().alias("n"),
-                 pl.col("seed").sort().cast(pl.String).str.join(",").alias("seeds"),
-                 pl.col("job_id").sort().str.join(";").alias("job_ids"))
-            .sort(["numerics", "prior_label", "beta", "alpha"]))
+    table = (runs.filter(pl.col(value).is_not_null())
+             .group_by(keep)
+             .agg(pl.col(value).mean().alias(f"{value}_mean"), pl.col(value).min().alias(f"{value}_min"),
+                  pl.col(value).max().alias(f"{value}_max"), pl.len().alias("n"),
+                  pl.col(value).alias("_values"),
+                  pl.col("seed").sort().cast(pl.String).str.join(",").alias("seeds"),
+                  pl.col("job_id").sort().str.join(";").alias("job_ids"))
+             .sort(["numerics", "prior_label", "beta", "alpha"]))
+    intervals = [stats.mean_interval(values) for values in table["_values"].to_list()]
+    return table.drop("_values").with_columns(
+        pl.Series(f"{value}_low", [i.low for i in intervals], dtype=pl.Float64),
+        pl.Series(f"{value}_high", [i.high for i in intervals], dtype=pl.Float64))
+
+
+def _half_widths(frame: pl.DataFrame, value: str) -> list[list[float]]:
+    """Error bar lengths [below, above] of each row's interval (0 where n = 1: drawn without one)."""
+    low = frame[f"{value}_low"].fill_null(frame[f"{value}_mean"]).to_list()
+    high = frame[f"{value}_high"].fill_null(frame[f"{value}_mean"]).to_list()
+    mean = frame[f"{value}_mean"].to_list()
+    return [[m - lo for m, lo in zip(mean, low, strict=True)], [hi - m for m, hi in zip(mean, high, strict=True)]]
+
+
+def _n_label(n: int) -> str:
+    return "n=1, no interval" if n == 1 else f"n={n}"
 
 
 def _provenance(runs: pl.DataFrame) -> tuple[str, str]:
@@ -133,7 +153,7 @@ def _version_suffix(numerics, versions) -> str:
 
 def sparsity_vs_alpha(store: Path, out: Path, sel: Selection) -> Figure | None:
     """Normalised Hoyer sparsity against alpha: one line per setting up to alpha (prior, beta, ...), the
-    mean over seeds with the min-max band, n beside each point (the paper's figure 4, left)."""
+    mean over seeds with its 95% t interval, n beside each point (the paper's figure 4, left)."""
     runs = _runs(store, sel)
     if runs.is_empty():
         return None
@@ -153,21 +173,20 @@ def sparsity_vs_alpha(store: Path, out: Path, sel: Selection) -> Figure | None:
         if labels_seen[label] > 1:  # same prior and beta but another difference in the spec
             label += f" (variant {labels_seen[label]})"
         style = "-" if first["gamma"] else "--"
-        (handle,) = ax.plot(line["alpha"], line["hoyer_mean"], style, marker="o", label=label)
-        if line.height > 1:
-            ax.fill_between(line["alpha"].to_list(), line["hoyer_min"].to_list(), line["hoyer_max"].to_list(),
-                            alpha=0.15, color=handle.get_color())
+        handle = ax.errorbar(line["alpha"], line["hoyer_mean"], yerr=_half_widths(line, "hoyer"), fmt=style,
+                             marker="o", capsize=3, label=label).lines[0]
         for row in line.iter_rows(named=True):
-            ax.annotate(f"n={row['n']}", (row["alpha"], row["hoyer_mean"]), textcoords="offset points",
+            ax.annotate(_n_label(row["n"]), (row["alpha"], row["hoyer_mean"]), textcoords="offset points",
                         xytext=(3, 4), fontsize=6, color=handle.get_color())
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("alpha")
     ax.set_ylabel("normalised Hoyer sparsity (test set)")
-    ax.set_title(f"Sparsity against alpha, sweep {sel.sweep} (mean over n seeds, min-max band)", fontsize=9)
+    ax.set_title(f"Sparsity against alpha, sweep {sel.sweep} (mean over n seeds, 95% t interval)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _figure("sparsity_vs_alpha", fig, summary.drop("setting", "line"), runs, out, sel,
-                   "Hoyer sparsity of the test codes against alpha, per prior and beta.")
+                   "Hoyer sparsity of the test codes against alpha, per prior and beta: mean over seeds with its 95% "
+                   "t interval (none where n = 1).")
 
 
 MAGNITUDE_CLASSES = {"fashion_mnist": ("Trouser", "Dress", "Shirt"), "mnist": ("0", "1", "2"),
@@ -271,20 +290,21 @@ def clustering_density(store: Path, out: Path, sel: Selection) -> Figure | None:
 
 def disentanglement_vs_reconstruction(store: Path, out: Path, sel: Selection) -> Figure | None:
     """Kim & Mnih disentanglement against reconstruction error, one colour per prior, beta beside each
-    point, mean over n seeds (the paper's figure 5)."""
+    point, mean over n seeds with 95% t intervals on both axes (the paper's figure 5)."""
     runs = _runs(store, sel)
     if runs.is_empty() or runs["kim_mnih"].is_null().all():
         return None
     runs = runs.filter(pl.col("kim_mnih").is_not_null())
-    summary = summarise(runs, "kim_mnih").join(summarise(runs, "recon_mse").select("setting", "recon_mse_mean",
-                                                                                    "recon_mse_min", "recon_mse_max"),
-                                               on="setting")
+    recon = summarise(runs, "recon_mse").select("setting", "recon_mse_mean", "recon_mse_min", "recon_mse_max",
+                                                "recon_mse_low", "recon_mse_high")
+    summary = summarise(runs, "kim_mnih").join(recon, on="setting")
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for (label,), group in summary.group_by(["prior_label"], maintain_order=True):
         group = group.sort("beta")
-        (handle,) = ax.plot(group["recon_mse_mean"], group["kim_mnih_mean"], "o-", label=label)
+        handle = ax.errorbar(group["recon_mse_mean"], group["kim_mnih_mean"], xerr=_half_widths(group, "recon_mse"),
+                             yerr=_half_widths(group, "kim_mnih"), fmt="o-", capsize=2, label=label).lines[0]
         for row in group.iter_rows(named=True):
-            ax.annotate(f"beta {row['beta']:g} (n={row['n']})", (row["recon_mse_mean"], row["kim_mnih_mean"]),
+            ax.annotate(f"beta {row['beta']:g} ({_n_label(row['n'])})", (row["recon_mse_mean"], row["kim_mnih_mean"]),
                         textcoords="offset points", xytext=(3, 3), fontsize=6, color=handle.get_color())
     ax.set_xlabel("reconstruction error (MSE per pixel, test set)")
     ax.set_ylabel("Kim & Mnih disentanglement (reference protocol)")
@@ -292,7 +312,8 @@ def disentanglement_vs_reconstruction(store: Path, out: Path, sel: Selection) ->
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _figure("disentanglement_vs_reconstruction", fig, summary.drop("setting", "line"), runs, out, sel,
-                   "Kim & Mnih score against reconstruction error per prior; each point one beta.")
+                   "Kim & Mnih score against reconstruction error per prior; each point one beta, mean over seeds "
+                   "with 95% t intervals (none where n = 1).")
 
 
 # -- Rotated-MNIST -----------------------------------------------------------------------------------
@@ -368,23 +389,28 @@ def angle_information(store: Path, out: Path, sel: Selection) -> Figure | None:
 
 
 def iwae(store: Path, out: Path, sel: Selection) -> Figure | None:
-    """The IWAE estimate of log p(x) next to the ELBO, per setting, where iwae_k was set."""
+    """The IWAE estimate of log p(x) next to the ELBO, per setting (mean over seeds with its 95% t
+    interval), where iwae_k was set."""
     runs = _runs(store, sel)
     if runs.is_empty() or runs["iwae"].is_null().all():
         return None
     runs = runs.filter(pl.col("iwae").is_not_null())
-    summary = summarise(runs, "iwae").join(summarise(runs, "elbo").select("setting", "elbo_mean"), on="setting")
-    labels = [f"{r['prior_label']}, a {r['alpha']:g}, b {r['beta']:g} (n={r['n']})"
+    summary = summarise(runs, "iwae").join(summarise(runs, "elbo").select("setting", "elbo_mean", "elbo_low",
+                                                                          "elbo_high"), on="setting")
+    labels = [f"{r['prior_label']}, a {r['alpha']:g}, b {r['beta']:g} ({_n_label(r['n'])})"
               for r in summary.iter_rows(named=True)]
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(labels) + 1.5))
     positions = list(range(len(labels)))
-    ax.barh([p - 0.2 for p in positions], summary["elbo_mean"], 0.4, label="ELBO")
-    ax.barh([p + 0.2 for p in positions], summary["iwae_mean"], 0.4, label="IWAE log p(x)")
+    ax.barh([p - 0.2 for p in positions], summary["elbo_mean"], 0.4, xerr=_half_widths(summary, "elbo"), capsize=2,
+            label="ELBO")
+    ax.barh([p + 0.2 for p in positions], summary["iwae_mean"], 0.4, xerr=_half_widths(summary, "iwae"), capsize=2,
+            label="IWAE log p(x)")
     ax.set_yticks(positions, labels, fontsize=6)
     ax.set_xlabel("nats per test datapoint")
     ax.legend(fontsize=7)
     return _figure("iwae", fig, summary.drop("setting", "line"), runs, out, sel,
-                   "IWAE estimate of log p(x) next to the ELBO, per setting.")
+                   "IWAE estimate of log p(x) next to the ELBO, per setting: mean over seeds with its 95% t interval "
+                   "(none where n = 1).")
 
 
 def timings(store: Path, out: Path, sel: Selection) -> Figure | None:
