@@ -190,3 +190,120 @@ def timings_command(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("r
     console.print(table)
     for figure in (f for f in built.values() if f is not None):
         console.print(f"{figure.name}-{figure.sweep}: {figure.paths[0]}", highlight=False)
+
+
+COMPARE_HELP = "\n\n".join([
+    "Did a change move the results? Compare two selections of finished jobs, setting by setting.",
+    "BASE and NEW each select results: KEY=VALUE terms joined by commas, with keys store=PATH (a DuckDB "
+    "store; default --store), file=PATH (a .csv, .parquet or .json written by `harness report export`), "
+    "numerics=N (default: the current version), commit=PREFIX and sweep=NAME; a bare path is a store "
+    "(.duckdb) or a results file.",
+    "Settings (specs up to the seed) are matched across the sides. For each matched setting and each "
+    "value (every metric, the test ELBO and its terms, seconds per model-epoch) the table gives NEW - "
+    "BASE with its 95% interval (paired t by seed where both sides have the same seeds, else Welch t; "
+    "harness.stats) and its n. A value has moved when the interval excludes 0 and the difference exceeds "
+    "its tolerance (default: 0.01 for scores in [0, 1], 1% for values in nats, 2% for recon_mse, 5% for "
+    "reg, 10% for seconds per model-epoch, 1% otherwise; --tolerance NAME=VALUE or NAME=PERCENT% "
+    "overrides). A side with one seed gives no interval, and such a value never counts as moved. Where "
+    "the two sides' runs differ by noise alone, about 5% of the intervals exclude 0 by chance: the "
+    "tolerance keeps such values from counting when the noise is smaller than it; --level 0.99 makes "
+    "chance moves rarer.",
+    "Exit codes: 0 nothing moved, 1 something moved, 2 bad input (an unknown selector key, an empty side, "
+    "no common setting).",
+    "Example: harness report compare numerics=2 numerics=3 --store runs/harness.duckdb",
+    "Two stores, one sweep each: harness report compare store=runs/old.duckdb,sweep=quickstart "
+    "store=runs/new.duckdb,sweep=quickstart",
+    "The canary against its baseline (make canary): harness report compare sweeps/canary-baseline.csv "
+    "runs/canary/harness.duckdb --skip seconds_per_model_epoch",
+])
+
+
+@app.command(help=COMPARE_HELP)
+def compare(base: Annotated[str, typer.Argument(help="The results to compare against (a selector).")],
+            new: Annotated[str, typer.Argument(help="The results that may have moved (a selector).")],
+            store: StoreOption = DEFAULT_STORE,
+            tolerance: Annotated[list[str] | None, typer.Option(
+                "--tolerance", help="NAME=VALUE (absolute) or NAME=PERCENT% (of the base mean), repeatable.")]
+            = None,
+            metric: Annotated[list[str] | None, typer.Option("--metric", help="Only this value (repeatable).")]
+            = None,
+            skip: Annotated[list[str] | None, typer.Option("--skip", help="Leave this value out (repeatable), "
+                                                           "e.g. seconds_per_model_epoch across machines.")] = None,
+            out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the comparison as .csv, .parquet "
+                                                     "or .json.", show_default=False)] = None,
+            figure: Annotated[Path | None, typer.Option("--figure", help="Draw it (.png or .pdf): one row per "
+                                                        "setting and value.", show_default=False)] = None,
+            changed: Annotated[bool, typer.Option("--changed", help="Print only the values whose interval "
+                                                  "excludes 0.")] = False,
+            level: Annotated[float, typer.Option("--level", min=0.5, max=0.9999, help="Confidence level of the "
+                                                 "intervals (0.99: fewer chance moves, less power).")] = 0.95) -> None:
+    from harness.report import compare as comparing
+    from harness.report.compare import MOVED, NO_CHANGE, CompareError
+
+    try:
+        if out is not None and out.suffix not in (".csv", ".parquet", ".json"):
+            raise CompareError(f"--out {out}: the suffix says the format: .csv, .parquet or .json")
+        if figure is not None and figure.suffix not in (".png", ".pdf"):
+            raise CompareError(f"--figure {figure}: a .png or .pdf file")
+        overrides = dict(comparing.parse_tolerance(t) for t in tolerance or [])
+        base_sel, new_sel = comparing.parse_selector(base, store), comparing.parse_selector(new, store)
+        result = comparing.compare(base_sel, new_sel, comparing.load_side(base_sel), comparing.load_side(new_sel),
+                                   overrides, metric, skip, level)
+    except CompareError as exc:
+        fail(str(exc), 2)
+    rows = result.rows.filter(result.rows["status"] != NO_CHANGE) if changed else result.rows
+    table = Table(title=f"compare {base} -> {new}: NEW - BASE, {level:.0%} interval", title_justify="left")
+    for column in ("setting", "value", "base", "new", f"difference [{level:.0%} interval]", "n", "tolerance",
+                   "status"):
+        table.add_column(column, justify="right" if column in ("base", "new", "n") else "left", overflow="fold")
+    colour = {MOVED: "red", NO_CHANGE: "green"}
+    for r in rows.iter_rows(named=True):
+        interval = f" [{r['low']:+.4g}, {r['high']:+.4g}]" if r["low"] is not None else ""
+        table.add_row(escape(r["setting"]), r["metric"], f"{r['base_mean']:.4g}", f"{r['new_mean']:.4g}",
+                      f"{r['difference']:+.4g}{interval} ({r['method']})", f"{r['n_base']}/{r['n_new']}",
+                      r["tolerance"], f"[{colour.get(r['status'], 'yellow')}]{r['status']}[/]")
+    console.print(table)
+    for side, labels in (("BASE", result.only_base), ("NEW", result.only_new)):
+        if labels:
+            console.print(f"{len(labels)} setting(s) only in {side}, not compared: {'; '.join(labels)}",
+                          highlight=False)
+    counts = result.rows.group_by("status").len()
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.iter_rows()))
+    settings = result.rows["setting"].n_unique()
+    console.print(f"{result.rows.height} values over {settings} setting(s): {summary}", highlight=False)
+    try:
+        if out is not None:
+            comparing.write_frame(result.rows, out)
+            console.print(f"written {out}", highlight=False)
+        if figure is not None:
+            comparing.draw(result, figure)
+            console.print(f"drawn {figure}", highlight=False)
+    except OSError as exc:
+        fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
+    if not result.moved.is_empty():
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(out: Annotated[Path, typer.Option("--out", "-o", help="The file to write: .csv, .parquet or .json.")],
+           store: StoreOption = DEFAULT_STORE, sweep: Annotated[str | None, typer.Option(
+               "--sweep", "-s", help="Only this sweep's jobs (default: every finished job).")] = None,
+           numerics: NumericsOption = NUMERICS_VERSION) -> None:
+    """Write one row per finished job (id, sweep, numerics, commit, device, seed, spec and every test value)
+    to a CSV, Parquet or JSON file: a baseline for `harness report compare`, or a table for other tools.
+
+    Example: harness report export --sweep canary --store runs/canary/harness.duckdb --out sweeps/canary-baseline.csv
+    """
+    from harness.report.compare import CompareError, results, write_frame
+
+    _open(store, [sweep] if sweep else None)
+    frame = results(Path(store), sweep, numerics)
+    if frame.is_empty():
+        fail(f"no finished job in {store} at numerics {numerics}" + (f" in sweep {sweep}" if sweep else ""), 2)
+    try:
+        write_frame(frame, out)
+    except CompareError as exc:
+        fail(str(exc), 2)
+    except OSError as exc:
+        fail(f"--out {out}: cannot write there ({exc.strerror or exc})")
+    console.print(f"{frame.height} jobs -> {out}", highlight=False)

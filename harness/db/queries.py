@@ -65,3 +65,31 @@ def epoch_timings(store: str | Path, sweep: str) -> pl.DataFrame:
             AND (j.sweep = $sweep OR j.job_id IN (SELECT job_id FROM sweep_jobs WHERE sweep = $sweep))
         GROUP BY j.job_id, j.device, j.pack_size, j.git_commit
         ORDER BY j.device, j.pack_size, git_commit, j.job_id""", {"sweep": sweep})
+
+
+def finished_jobs(store: str | Path, sweep: str | None, numerics: int | None, commit: str | None) -> pl.DataFrame:
+    """One row per finished job, optionally only of `sweep`, numerics version `numerics` and a commit whose
+    hash starts with `commit` (None: any): job_id, sweep, numerics, git_commit, device, seed, spec."""
+    return _frame(store, """
+        SELECT j.job_id, coalesce($sweep, j.sweep) AS sweep, j.numerics, coalesce(j.git_commit, '') AS git_commit,
+            j.device, j.seed, j.spec::VARCHAR AS spec
+        FROM jobs j
+        WHERE j.status = 'done' AND ($numerics IS NULL OR j.numerics = $numerics)
+            AND ($commit IS NULL OR starts_with(j.git_commit, $commit))
+            AND ($sweep IS NULL OR j.sweep = $sweep
+                 OR j.job_id IN (SELECT job_id FROM sweep_jobs WHERE sweep = $sweep))
+        ORDER BY j.job_id""", {"sweep": sweep, "numerics": numerics, "commit": commit})
+
+
+def job_values(store: str | Path, job_ids: list[str]) -> pl.DataFrame:
+    """Every scalar test-split value of `job_ids` in long form (job_id, name, value): the metrics and the
+    test ELBO family, and seconds_per_model_epoch (the median epoch's seconds over the pack's size)."""
+    return _frame(store, """
+        SELECT job_id, name, value FROM metrics
+        WHERE list_contains($ids, job_id) AND split = 'test' AND value IS NOT NULL
+        UNION ALL
+        SELECT e.job_id, 'seconds_per_model_epoch', median(e.seconds) / any_value(j.pack_size)
+        FROM epochs e JOIN jobs j USING (job_id)
+        WHERE list_contains($ids, e.job_id)
+        GROUP BY e.job_id
+        ORDER BY 1, 2""", {"ids": job_ids})
