@@ -332,7 +332,8 @@ def _seeds(group: pl.DataFrame, name: str) -> dict[int, float]:
 
 def draw(comparison: Comparison, path: Path) -> Path:
     """A forest plot: one row per setting and value, the difference and its interval in units of the
-    value's tolerance (so every row shares one axis); the band [-1, 1] is within tolerance."""
+    value's tolerance (so every row shares one axis, linear inside the band [-1, 1] that is within
+    tolerance and logarithmic outside it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,8 +353,9 @@ def draw(comparison: Comparison, path: Path) -> Path:
     ax.axvspan(-1, 1, color="0.9", zorder=0)
     ax.axvline(0, color="0.4", lw=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    ax.invert_yaxis()
-    ax.set_xlabel("NEW - BASE in units of the value's tolerance (grey band: within tolerance)")
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_xscale("symlog", linthresh=1)  # linear within the tolerance, logarithmic beyond it
+    ax.set_xlabel("NEW - BASE in units of the value's tolerance (grey band: within tolerance; log beyond)")
     handles = [plt.Line2D([], [], color=c, marker="o", lw=1.5, label=s) for s, c in colours.items()]
     ax.legend(handles=handles, fontsize=6, loc="lower right")
     ax.set_title(f"compare {comparison.base.text} -> {comparison.new.text}: differences with 95% intervals",
