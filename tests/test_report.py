@@ -59,6 +59,12 @@ def test_a_point_pools_only_seeds_of_one_setting_and_says_its_n(store, tmp_path)
     assert points == {(0.0, 0.8, "2"): pytest.approx(0.31), (1000.0, 0.8, "2"): pytest.approx(0.51),
                       (1000.0, 0.8, "1"): pytest.approx(0.90), (0.0, 0.0, "1"): pytest.approx(0.20),
                       (1000.0, 0.0, "1"): pytest.approx(0.19)}
+    # the mean's 95% t interval where there are two seeds (0.30, 0.32: 0.31 +- 12.706 * 0.01), none for one
+    by_point = {(float(r["alpha"]), float(r["gamma"]), r["n"]): r for r in rows}
+    two, one = by_point[(0.0, 0.8, "2")], by_point[(0.0, 0.0, "1")]
+    assert (float(two["hoyer_low"]), float(two["hoyer_high"])) == (pytest.approx(0.31 - 0.12706, abs=1e-4),
+                                                                   pytest.approx(0.31 + 0.12706, abs=1e-4))
+    assert two["interval"] == "95% t" and (one["hoyer_low"], one["interval"]) == ("", "none (n = 1)")
     assert (out / "sparsity_vs_alpha-other.png").exists()  # each sweep apart
     page = (out / "index.html").read_text()
     assert "sparsity_vs_alpha-main.png" in page and "abcdef1" in page

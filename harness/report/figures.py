@@ -87,7 +87,8 @@ def _prior_label(row: dict) -> str:
 
 def summarise(runs: pl.DataFrame, value: str) -> pl.DataFrame:
     """One row per setting: mean, min, max and n of `value` over its seeds, the mean's 95% t interval
-    (`value`_low, `value`_high; null where n = 1: one seed gives no noise estimate), the job ids and seeds."""
+    (`value`_low, `value`_high and how it was computed, `interval`; null where n = 1: one seed gives no noise
+    estimate), the job ids and seeds."""
     keep = ["setting", "line", "numerics", "prior_label", "alpha", "beta", "gamma", "df", "prior", "learn"]
     table = (runs.filter(pl.col(value).is_not_null())
              .group_by(keep)
@@ -100,7 +101,9 @@ def summarise(runs: pl.DataFrame, value: str) -> pl.DataFrame:
     intervals = [stats.mean_interval(values) for values in table["_values"].to_list()]
     return table.drop("_values").with_columns(
         pl.Series(f"{value}_low", [i.low for i in intervals], dtype=pl.Float64),
-        pl.Series(f"{value}_high", [i.high for i in intervals], dtype=pl.Float64))
+        pl.Series(f"{value}_high", [i.high for i in intervals], dtype=pl.Float64),
+        pl.Series("interval", [f"{stats.LEVEL:.0%} t" if i.n > 1 else "none (n = 1)" for i in intervals],
+                  dtype=pl.String))
 
 
 def _half_widths(frame: pl.DataFrame, value: str) -> list[list[float]]:
