@@ -221,48 +221,32 @@ def beta5_lowest(runs: pl.DataFrame, store: Path) -> Verdict:
     return s.verdict("differences (beta 5 - each other beta) at each alpha", tests)
 
 
-def _separation_along(runs: pl.DataFrame, fixed: str, varied: str) -> Settings | Verdict:
+def _separation_change(runs: pl.DataFrame, fixed: str, varied: str, asserts: str, margin: float) -> Verdict:
     """The four arms' separation in the codes (class_separation: the share of the codes' variance that
-    the pinwheel's arms explain) along `varied` with `fixed` = 0; a Verdict where data are missing."""
+    the pinwheel's arms explain) with `fixed` = 0: sep(largest `varied`) - sep(smallest) `asserts` `margin`."""
     s = Settings(runs.filter(pl.col(fixed) == 0), "class_separation")
     values = sorted({k[0 if varied == "alpha" else 1] for k in s.keys()})
     if len(values) < 2:
         return missing(f"{len(values)} setting(s) with {fixed} 0 and class_separation; need 2 or more {varied} "
                        "values (`harness eval --metric class_separation` adds it to older stores)")
-    return s
-
-
-def _separations(s: Settings, varied: str) -> tuple[dict[float, dict[int, float]], str]:
-    values = sorted({k[0 if varied == "alpha" else 1] for k in s.keys()})
     line = {v: s.get(**{varied: v}) for v in values}
     text = ", ".join(f"{varied} {v:g}: {_mean(x):.2f}" for v, x in line.items())
-    return line, text
+    low, high = values[0], values[-1]
+    return s.verdict(f"arm separation (eta^2) with {fixed} 0: {text}",
+                     [Assertion(f"sep({varied} {high:g}) - sep({varied} {low:g})",
+                                stats.difference(line[low], line[high]), asserts, margin)])
 
 
 def beta_destroys_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
     """With alpha 0, raising beta destroys the four-arm structure: separation(largest beta) -
     separation(smallest beta) < 0."""
-    s = _separation_along(runs, "alpha", "beta")
-    if isinstance(s, Verdict):
-        return s
-    line, text = _separations(s, "beta")
-    low, high = min(line), max(line)
-    return s.verdict(f"arm separation (eta^2) with alpha 0: {text}",
-                     [Assertion(f"sep(beta {high:g}) - sep(beta {low:g})", stats.difference(line[low], line[high]),
-                                "<")])
+    return _separation_change(runs, "alpha", "beta", "<", 0.0)
 
 
 def alpha_keeps_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
     """With beta 0, raising alpha keeps the structure: separation(largest alpha) - separation(alpha 0)
     > -0.05."""
-    s = _separation_along(runs, "beta", "alpha")
-    if isinstance(s, Verdict):
-        return s
-    line, text = _separations(s, "alpha")
-    low, high = min(line), max(line)
-    return s.verdict(f"arm separation (eta^2) with beta 0: {text}",
-                     [Assertion(f"sep(alpha {high:g}) - sep(alpha {low:g})", stats.difference(line[low], line[high]),
-                           ">", -0.05)])
+    return _separation_change(runs, "beta", "alpha", ">", -0.05)
 
 
 def structured_priors_disentangle_better(runs: pl.DataFrame, store: Path) -> Verdict:
