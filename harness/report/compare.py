@@ -199,13 +199,13 @@ def read_results(path: Path) -> pl.DataFrame:
 def load_side(sel: Selector) -> pl.DataFrame:
     """The selected jobs, one row per job with their values (empty: CompareError naming the side)."""
     if sel.file is not None:
-        frame = read_results(sel.file)
-        frame = frame.filter(pl.col("numerics") == sel.numerics)
+        whole = read_results(sel.file)
+        frame = whole.filter(pl.col("numerics") == sel.numerics)
         if sel.commit:
             frame = frame.filter(pl.col("git_commit").fill_null("").str.starts_with(sel.commit))
         if sel.sweep:
             frame = frame.filter(pl.col("sweep") == sel.sweep)
-        versions = read_results(sel.file)["numerics"].unique().sort().to_list()
+        versions = whole["numerics"].unique().sort().to_list()
     else:
         from harness.db.store import StoreUnavailable
 
