@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# Torch's OpenMP threads spin while they wait for each other. Where other processes share the cores (a
+# developer's machine running two suites, a loaded CI runner), a spinning thread burns the time slice its
+# partner needs, and a tiny pack took 9 to 18 s instead of 3 s at load average 5.5 on 2 cores. Waiting
+# threads that sleep cost next to nothing on quiet cores. Set before torch loads; the workers that tests
+# start inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # a copy of the paper's reference values (shared/golden), so that a clone tests on its own
 GOLDEN = Path(__file__).resolve().parent / "golden" / "reference_values.json"
 

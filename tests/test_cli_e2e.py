@@ -22,11 +22,12 @@ def invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """The tiny sweep (4 jobs: alpha 0/1000 x gamma 0/0.8, one seed) run once for the module."""
+    """The tiny sweep (4 jobs: alpha 0/1000 x gamma 0/0.8, one seed; 10 training images per class, 2
+    epochs of 2 steps) run once for the module."""
     from tests.conftest import write_tiny_sweep
 
     folder = tmp_path_factory.mktemp("e2e")
-    sweep = write_tiny_sweep(folder)
+    sweep = write_tiny_sweep(folder, subset=10)
     store = folder / "store" / "harness.duckdb"
     result = invoke("sweep", "run", str(sweep), "--store", str(store))
     return sweep, store, result
