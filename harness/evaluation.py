@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from harness.db.store import Store, atomic_write_json, ingest_evaluation
-from harness.metrics.registry import METRICS, compute_metrics
+from harness.metrics.registry import METRICS, compute_metrics, encodings
+from harness.shards import metric_records
 from harness.spec import JobSpec
-from harness.train import build_model, encodings, metric_generator, metric_records
+from harness.streams import metric_generator
+from harness.train import build_model
 
 
 @dataclass(frozen=True)
