@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOption, console, fail
+from harness.db import benchmarks
 from harness.db.store import Store, StoreUnavailable
 
 app = typer.Typer(help="Performance regression checks: run, store and compare benchmarks.", no_args_is_help=True)
@@ -36,7 +37,7 @@ def run_command(store: StoreOption = DEFAULT_STORE,
     except RuntimeError as exc:
         fail(str(exc).splitlines()[0] + " (run the suite with pytest to see why)")
     try:
-        Store(store).add_benchmarks(result.rows)
+        benchmarks.add(Store(store), result.rows)
     except StoreUnavailable as exc:
         fail(str(exc))
     table = Table(title=f"benchmark run {result.run_id}", title_justify="left")
@@ -69,7 +70,7 @@ def compare(store: StoreOption = DEFAULT_STORE,
         fail(f"no store at {store}; run `harness bench run` first")
     stamp = fingerprint(machine())
     try:
-        runs = Store(store).benchmark_runs(stamp)
+        runs = benchmarks.runs(Store(store), stamp)
         if not runs:
             fail(f"no benchmark run on this machine (fingerprint {stamp}) in {store}; run `harness bench run`")
         newest = runs[-1]
@@ -77,7 +78,7 @@ def compare(store: StoreOption = DEFAULT_STORE,
         if not earlier:
             fail(f"--against {against}: no earlier run on this machine (fingerprint {stamp}) to compare with", 2)
         base = earlier[-1]
-        verdicts = compare_runs(Store(store).benchmark_rows(base[0]), Store(store).benchmark_rows(newest[0]))
+        verdicts = compare_runs(benchmarks.rows(Store(store), base[0]), benchmarks.rows(Store(store), newest[0]))
     except StoreUnavailable as exc:
         fail(str(exc))
     table = Table(title=f"{newest[0]} ({(newest[1] or '?')[:7]}) against {base[0]} ({(base[1] or '?')[:7]})",
