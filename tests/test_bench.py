@@ -54,3 +54,13 @@ def test_bench_run_then_compare_catches_a_planted_slowdown(tmp_path, monkeypatch
     assert len(runs) == 3
     row = benchmarks.rows(Store(store), runs[0][0])[0]
     assert row["numerics"] >= 2 and row["rounds"] == 5 and '"cpus"' in row["machine"]
+
+
+def test_a_copy_without_the_suites_is_told_to_name_one(tmp_path, monkeypatch):
+    """An installed copy has no tests/: `bench run` says to give --suite instead of failing inside pytest."""
+    from harness import bench
+
+    monkeypatch.setattr(bench, "SUITES", tmp_path / "no-tests")
+    result = CliRunner().invoke(app, ["bench", "run", "--store", str(tmp_path / "h.duckdb")])
+    assert result.exit_code == 2 and "give --suite" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "h.duckdb").exists()
