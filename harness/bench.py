@@ -25,6 +25,16 @@ from typing import Any
 from harness.numerics import NUMERICS_VERSION
 
 NOISE_SIGMAS, NOISE_FRACTION = 3.0, 0.10
+SUITES = Path(__file__).resolve().parent.parent / "tests" / "benchmarks"  # in a source checkout
+
+
+def default_suites() -> list[str]:
+    """The project's suites (tests/benchmarks of a source checkout). An installed copy has no tests/:
+    RuntimeError saying to name a suite."""
+    if not SUITES.is_dir():
+        raise RuntimeError(f"no benchmark suites here ({SUITES} is not a folder: an installed copy of harness "
+                           "has no tests/); give --suite FILE or FOLDER, e.g. from a clone of the repository")
+    return [str(SUITES)]
 
 
 def machine() -> dict[str, Any]:
@@ -97,6 +107,13 @@ class Verdict:
     @property
     def ratio(self) -> float:
         return self.after / self.before if self.before > 0 else float("inf")
+
+
+def baseline(runs: list[tuple[str, str]], against: str) -> tuple[str, str] | None:
+    """The run to compare the newest of `runs` (run_id, commit; oldest first) with: the one before it
+    ('latest'), or the newest earlier one whose commit starts with `against`; None where there is none."""
+    earlier = runs[:-1] if against == "latest" else [r for r in runs[:-1] if (r[1] or "").startswith(against)]
+    return earlier[-1] if earlier else None
 
 
 def compare(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[Verdict]:

@@ -2,9 +2,10 @@
 
 For each job, the checkpoint (safetensors weights plus the JSON spec) is loaded into a one-member
 model, the test split is encoded, and each asked metric is computed with the job's own random stream
-for it. The values go into an evaluation shard beside the job's result (jobs/<id>/eval/<metric>.json,
-written atomically, the truth that `db rebuild` reads back) and into the database. No printing: the
-CLI draws the events this yields.
+for it (harness.streams). The values go into an evaluation shard beside the job's result
+(jobs/<id>/eval/<metric>.json, harness.shards.Evaluation, written atomically: the truth that `db rebuild`
+reads back) and, checked like any shard, into the database. No printing: the CLI draws the events this
+yields.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.db.store import Store, atomic_write_json, ingest_evaluation
-from harness.metrics.registry import METRICS, compute_metrics
-from harness.spec import JobSpec
-from harness.train import build_model, encodings, metric_generator, metric_records
+from harness.db import jobs
+from harness.db.ingest import Ingest, write_evaluation
+from harness.db.store import Store
+from harness.metrics.registry import METRICS, compute_metrics, encodings
+from harness.numerics import NUMERICS_VERSION
+from harness.shards import Evaluation, metric_records
+from harness.spec import JobSpec, Sweep
+from harness.streams import metric_generator
+from harness.train import build_model
 
 
 @dataclass(frozen=True)
@@ -75,22 +81,37 @@ def evaluate_jobs(store: Store, job_ids: list[str], metrics: list[str], device: 
         except Exception as exc:  # one job's missing checkpoint or data never stops the others
             yield Evaluated(job_id, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             continue
-        shards = []
+        paths = []
         for metric, output in outputs:
             values, rows, points = metric_records("test", [(metric, output)])
-            shard = {"job_id": job_id, "metric": metric.name, "version": metric.version, "computed": time.time(),
-                     "metrics": values, "dim_stats": rows, "points": points}
-            atomic_write_json(store.evaluation_path(job_id, metric.name), shard)
-            shards.append(shard)
+            paths.append(write_evaluation(store, Evaluation(job_id, metric.name, metric.version, time.time(),
+                                                            values, rows, points).to_dict()))
+        ingest = Ingest(store)
         with store.connect() as con:
-            for shard in shards:
-                ingest_evaluation(con, shard)
-        done = tuple(m.name for m, _ in outputs)
-        yield Evaluated(job_id, done, tuple(name for name in metrics if name not in done))
+            ingest.evaluations(con, paths)
+        set_aside = {aside.shard.stem: aside for aside in ingest.quarantined}
+        done = tuple(m.name for m, _ in outputs if m.name not in set_aside)
+        yield Evaluated(job_id, done, tuple(name for name in metrics if name not in done and name not in set_aside),
+                        "; ".join(f"its {name} shard was set aside ({a.reason}, see {a.target})"
+                                  for name, a in set_aside.items()))
 
 
 def missing(store: Store, job_ids: list[str], metrics: list[str]) -> list[str]:
     """The jobs among `job_ids` lacking one of `metrics` at its current version (and not already known
     not to apply: a metric that does not apply leaves nothing, so such jobs are tried again)."""
-    have = store.metric_versions(job_ids)
+    have = jobs.metric_versions(store, job_ids)
     return [j for j in job_ids if any(have.get((j, name)) != METRICS[name].version for name in metrics)]
+
+
+def to_evaluate(store: Store, metrics: list[str], sweep: Sweep | None = None, force: bool = False,
+                all_versions: bool = False) -> tuple[list[str], list[str]]:
+    """(the finished jobs, those of them to evaluate now): the sweep's finished jobs, or every finished job
+    of the current numerics version (of every version with `all_versions`); without `force`, only those
+    lacking one of `metrics` at its current version."""
+    store.ensure_current()
+    if sweep is not None:
+        statuses = jobs.statuses(store, [j.job_id for j in sweep.jobs])
+        finished = [j.job_id for j in sweep.jobs if statuses.get(j.job_id) == "done"]
+    else:
+        finished = jobs.done(store, None if all_versions else NUMERICS_VERSION)
+    return finished, finished if force else missing(store, finished, metrics)

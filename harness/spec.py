@@ -166,6 +166,7 @@ class Sweep:
     path: str
     seeds: tuple[int, ...]
     jobs: tuple[JobSpec, ...] = field(default_factory=tuple)
+    text: str = ""  # the TOML it was read from, as the store registers it
 
 
 def _set_path(target: dict, path: str, value: Any) -> None:
@@ -246,15 +247,18 @@ def _check_together(values: dict[str, Any]) -> None:
                         f"{MAX_DATA_BYTES // 2**30} GiB): take {hint}")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_text(path: Path) -> str:
     if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the read for ever
         raise SpecError("-", "is not a regular file", str(path))
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise SpecError("-", "file not found", str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError("-", f"cannot be read ({exc})", str(path)) from None
+
+
+def _parse_toml(text: str, path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -382,10 +386,16 @@ def _located(error: SpecError, origin: dict[str, str]) -> SpecError:
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read, validate and expand a sweep file. Raises SpecError naming the file and the key."""
+    return parse_sweep(_read_text(Path(path)), path)
+
+
+def parse_sweep(text: str, path: str | Path) -> Sweep:
+    """Validate and expand the TOML text of a sweep file as if read from `path` (which errors name, and
+    whose stem is the sweep's name where the text gives none): e.g. a sweep as the store registered it."""
     path = Path(path)
     source = str(path)
     try:
-        doc = _read_toml(path)
+        doc = _parse_toml(text, path)
         for key in doc:
             if key not in SECTIONS:
                 raise unknown_key(key, key, SECTIONS)
@@ -403,7 +413,7 @@ def load_sweep(path: str | Path) -> Sweep:
                     jobs.append(job)
     except SpecError as error:
         raise error.with_source(source) from None
-    return Sweep(name, description, source, seeds, tuple(jobs))
+    return Sweep(name, description, source, seeds, tuple(jobs), text)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ cuDNN may trade determinism for speed. Like the pack size, neither is part of a 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -26,14 +25,15 @@ from torch.distributions import Distribution
 from harness import resume
 from harness.datasets.base import Dataset
 from harness.metrics.iwae import iwae_log_px
-from harness.metrics.registry import Encodings, Metric, MetricOutput, compute_metrics, training_metrics
+from harness.metrics.registry import compute_metrics, encodings, training_metrics
 from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
 from harness.models.vae import PackedVAE, Terms, objective
 from harness.numerics import NUMERICS_VERSION
-from harness.shards import JobResult
+from harness.shards import JobResult, metric_records
 from harness.spec import JobSpec, Pack
+from harness.streams import generator, metric_generator
 
 STREAMS = ("init", "data", "noise", "prior", "eval", "iwae")
 log = logging.getLogger(__name__)
@@ -54,16 +54,6 @@ class RunOptions:
 
     compile: bool = False
     deterministic: bool = True
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """A 63-bit seed for one named random stream of a job."""
-    digest = hashlib.sha256(f"harness:{seed}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
 
 
 @dataclass(frozen=True)
@@ -399,31 +389,6 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
                                   lambda name, seed=job.seed: metric_generator(seed, name))
         metrics, m.result.dim_stats, m.result.points = metric_records("test", outputs)
         m.result.metrics += metrics
-
-
-def encodings(data: Dataset, split: str, loc: torch.Tensor, scale: torch.Tensor) -> Encodings:
-    """One member's posterior means over `split` (N, L) with the split's labels and factors, on the CPU
-    (metrics are cheap next to training and draw from CPU generators), in the training dtype."""
-    factors = data.test_factors if split == "test" else data.train_factors
-    labels = data.test_y if split == "test" else data.train_y
-    return Encodings(split, loc.detach().cpu(), scale.detach().cpu(), labels.cpu(), data.class_names,
-                     None if factors is None else factors.cpu(), data.factor_names, tuple(data.factor_sizes))
-
-
-def metric_generator(seed: int, name: str) -> torch.Generator:
-    """The job's own random stream for metric `name` (e.g. Kim & Mnih's votes)."""
-    return generator(seed, f"metric:{name}")
-
-
-def metric_records(split: str, outputs: list[tuple[Metric, MetricOutput]]) -> tuple[list, list, list]:
-    """Shard records (metrics, dim_stats, points) of registry metrics' outputs, each with its metric
-    (and the values with its version)."""
-    metrics = [{"split": split, "name": k, "value": float(v), "metric": metric.name, "version": metric.version}
-               for metric, out in outputs for k, v in out.values.items()]
-    rows = [{"split": split, "metric": metric.name, "stat": r.stat, "dim": r.dim, "key": r.key,
-             "key_index": r.key_index, "value": r.value} for metric, out in outputs for r in out.rows]
-    points = [{"split": split, "metric": metric.name, **p.__dict__} for metric, out in outputs for p in out.points]
-    return metrics, rows, points
 
 
 def save_checkpoint(model: PackedVAE, g: int, job: JobSpec, folder: Path) -> list[dict[str, str]]:

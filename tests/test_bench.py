@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from harness.bench import Verdict, compare
 from harness.cli import app
+from harness.db import benchmarks
 from harness.db.store import Store
 
 SUITE = """
@@ -49,7 +50,17 @@ def test_bench_run_then_compare_catches_a_planted_slowdown(tmp_path, monkeypatch
     assert same.exit_code == 0 and "1 cases within noise" in same.output
     from harness.bench import fingerprint, machine
 
-    runs = Store(store).benchmark_runs(fingerprint(machine()))
+    runs = benchmarks.runs(Store(store), fingerprint(machine()))
     assert len(runs) == 3
-    row = Store(store).benchmark_rows(runs[0][0])[0]
+    row = benchmarks.rows(Store(store), runs[0][0])[0]
     assert row["numerics"] >= 2 and row["rounds"] == 5 and '"cpus"' in row["machine"]
+
+
+def test_a_copy_without_the_suites_is_told_to_name_one(tmp_path, monkeypatch):
+    """An installed copy has no tests/: `bench run` says to give --suite instead of failing inside pytest."""
+    from harness import bench
+
+    monkeypatch.setattr(bench, "SUITES", tmp_path / "no-tests")
+    result = CliRunner().invoke(app, ["bench", "run", "--store", str(tmp_path / "h.duckdb")])
+    assert result.exit_code == 2 and "give --suite" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "h.duckdb").exists()

@@ -15,7 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.db.store import Store, ingest_result
+from harness.db import sweeps
+from harness.db.ingest import ingest_result
+from harness.db.store import Store
 from harness.numerics import NUMERICS_VERSION as NV
 from harness.report import compare as comparing
 from harness.schema import Options
@@ -39,7 +41,7 @@ def make_store(path, settings=((0.0, 0.0), (1000.0, 0.8)), seed: int = 0, sweep:
     rng = np.random.default_rng(seed)
     store = Store(path)
     jobs = [job(a, g, s) for a, g in settings for s in SEEDS]
-    store.register_sweep(sweep, "-", "", "", [j.job_id for j in jobs])
+    sweeps.register(store, sweep, "-", "", "", [j.job_id for j in jobs])
     with store.connect() as con:
         for spec in jobs:
             gamma = spec.prior["gamma"]

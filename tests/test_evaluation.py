@@ -11,8 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.db import sweeps
+from harness.db.ingest import Ingest, rebuild, write_shard
 from harness.db.migrations import _runs_view
-from harness.db.store import Store, rebuild, run_query
+from harness.db.store import Store, run_query
 from harness.executors.worker import run_pack
 from harness.metrics.registry import METRICS, runs_columns
 from harness.schema import Options
@@ -29,9 +31,9 @@ def trained(tmp_path_factory):
                                                 "test_subset": 300}.items())))
     job = replace(job, epochs=1, batch_size=64, latent_dim=4, dataset=dataset)
     store = Store(tmp_path_factory.mktemp("eval") / "h.duckdb")
-    store.register_sweep("tiny", "-", "", "", [job.job_id])
+    sweeps.register(store, "tiny", "-", "", "", [job.job_id])
     run_pack(Pack((job,)), store, "tiny", "cpu", None)
-    store.ingest_shards([job.job_id])
+    Ingest(store).shards([job.job_id])
     return store, job
 
 
@@ -67,7 +69,7 @@ def test_eval_adds_a_metric_from_the_checkpoint_alone(trained):
     dropped = {"mig", "kim_mnih"}
     shard["metrics"] = [m for m in shard["metrics"] if m.get("metric") not in dropped]
     shard["dim_stats"] = [r for r in shard["dim_stats"] if r["metric"] not in dropped]
-    store.write_shard(shard)
+    write_shard(store, shard)
     rebuild(store)
     assert ("mig", "mig") not in values(store, job.job_id)
     _, epochs_before = run_query(store.path, "SELECT * FROM epochs ORDER BY ALL")

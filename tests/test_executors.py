@@ -10,19 +10,19 @@ from typer.testing import CliRunner
 from harness import packing
 from harness.cli import app
 from harness.db.store import Store, run_query
-from harness.executors.base import executors
 from harness.executors.local import LocalExecutor
+from harness.executors.registry import EXECUTORS
 from harness.spec import load_sweep
 
 
 def test_the_registry_names_both_executors():
-    assert sorted(executors()) == ["local", "slurm"]
+    assert sorted(EXECUTORS) == ["local", "slurm"]
 
 
 def test_the_local_executor_refuses_slurm_options(tiny_sweep, tmp_path):
     with pytest.raises(ValueError, match="the local executor takes no parameters"):
-        executors()["local"](store=Store(tmp_path / "h.duckdb"), sweep=load_sweep(tiny_sweep()), data_root=None,
-                             pack_size=None, parameters=["timeout_min=5"])
+        EXECUTORS["local"].create(store=Store(tmp_path / "h.duckdb"), sweep=load_sweep(tiny_sweep()), data_root=None,
+                                  pack_size=None, parameters=["timeout_min=5"])
 
 
 def test_on_a_gpu_without_pack_size_the_local_executor_measures_each_kind_of_pack(tiny_sweep, tmp_path,

@@ -13,7 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.db.store import Store, StoreWriteError, atomic_write_json, ingest_result
+from harness.db import jobs, sweeps
+from harness.db.ingest import ingest_result
+from harness.db.store import Store, StoreWriteError, atomic_write_json
 from harness.spec import load_sweep
 
 
@@ -26,7 +28,7 @@ def stored(tmp_path, tiny_sweep, failed: int = 1):
     path = tiny_sweep()
     sweep = load_sweep(path)
     store = Store(tmp_path / "store" / "harness.duckdb")
-    store.register_sweep(sweep.name, sweep.path, sweep.description, path.read_text(), [j.job_id for j in sweep.jobs])
+    sweeps.register(store, sweep.name, sweep.path, sweep.description, path.read_text(), [j.job_id for j in sweep.jobs])
     with store.connect() as con:
         for i, job in enumerate(sweep.jobs):
             ingest_result(con, {"job_id": job.job_id, "spec": job.to_dict(), "numerics": 2, "sweep": sweep.name,
@@ -45,7 +47,7 @@ def test_status_and_plan_show_claimed_jobs_as_running(tmp_path, tiny_sweep):
     path = tiny_sweep()
     sweep = load_sweep(path)
     store = Store(tmp_path / "store" / "harness.duckdb")
-    store.register_sweep(sweep.name, sweep.path, "", path.read_text(), [j.job_id for j in sweep.jobs])
+    sweeps.register(store, sweep.name, sweep.path, "", path.read_text(), [j.job_id for j in sweep.jobs])
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (store.root / "claims").mkdir()
@@ -85,7 +87,7 @@ def test_a_second_file_under_the_same_sweep_name_is_refused(tmp_path, tiny_sweep
     result = invoke("sweep", "run", str(other), "--store", str(store.path))
     assert result.exit_code == 2
     assert f"sweep name '{sweep.name}' is already used in this store by {path}" in result.stderr
-    assert len(store.statuses([j.job_id for j in sweep.jobs])) == 4  # the first sweep's list is untouched
+    assert len(jobs.statuses(store, [j.job_id for j in sweep.jobs])) == 4  # the first sweep's list is untouched
 
 
 @pytest.mark.slow

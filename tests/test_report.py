@@ -10,7 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.db.store import Store, ingest_result
+from harness.db import sweeps
+from harness.db.ingest import ingest_result
+from harness.db.store import Store
 from harness.numerics import NUMERICS_VERSION as NV
 from harness.report.claims import FAIL, INCONCLUSIVE, NO_DATA, PASS, SINGLE_SEED, check_claims
 from harness.schema import Options
@@ -30,7 +32,7 @@ def job(alpha: float, gamma: float, seed: int = 1, **changes) -> JobSpec:
 
 def add(store: Store, sweep: str, jobs: list[tuple[JobSpec, float]]) -> None:
     """Register `sweep` with these jobs and ingest a done shard for each, with the given Hoyer value."""
-    store.register_sweep(sweep, "-", "", "", [j.job_id for j, _ in jobs])
+    sweeps.register(store, sweep, "-", "", "", [j.job_id for j, _ in jobs])
     with store.connect() as con:
         for spec, hoyer in jobs:
             ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": sweep,
@@ -119,7 +121,7 @@ def test_an_unknown_sweep_is_one_line(store):
 def test_iwae_is_plotted_next_to_the_elbo_where_it_was_asked_for(tmp_path):
     store = Store(tmp_path / "h.duckdb")
     spec = replace(job(0, 0.8, 1), iwae_k=50)
-    store.register_sweep("iw", "-", "", "", [spec.job_id])
+    sweeps.register(store, "iw", "-", "", "", [spec.job_id])
     with store.connect() as con:
         ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": "iw",
                             "numerics": NV, "metrics": [
@@ -135,7 +137,7 @@ def test_iwae_is_plotted_next_to_the_elbo_where_it_was_asked_for(tmp_path):
 def test_timings_are_per_model_epoch_by_device_pack_and_commit(tmp_path):
     store = Store(tmp_path / "h.duckdb")
     specs = [job(0, 0.8, 1), job(1000, 0.8, 1)]
-    store.register_sweep("t", "-", "", "", [s.job_id for s in specs])
+    sweeps.register(store, "t", "-", "", "", [s.job_id for s in specs])
     with store.connect() as con:
         for spec, pack in zip(specs, (1, 4), strict=True):
             ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": "t",

@@ -10,6 +10,7 @@ import matplotlib.image as mpimg
 import polars as pl
 import pytest
 
+from harness.db import sweeps
 from harness.db.store import Store
 from harness.executors.worker import run_pack
 from harness.report.job import prior_samples, reconstructions, traversals
@@ -20,7 +21,7 @@ SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
 
 def _train(store: Store, job) -> str:
-    store.register_sweep("tiny", "-", "", "", [job.job_id])
+    sweeps.register(store, "tiny", "-", "", "", [job.job_id])
     run_pack(Pack((job,)), store, "tiny", "cpu", None)
     return job.job_id
 

@@ -10,9 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.db import jobs, submissions, sweeps
+from harness.db.ingest import Ingest
 from harness.db.store import Store, run_query
+from harness.driver import Ingested, drive, what_is_left
 from harness.executors import slurm
-from harness.executors.base import drive, what_is_left
 from harness.executors.slurm import parse_parameters
 from harness.spec import load_sweep, plan_packs
 
@@ -81,7 +83,8 @@ def test_a_task_that_dies_without_shards_fails_its_jobs(tiny_sweep, tmp_path, mo
     sweep = load_sweep(tiny_sweep())
     store = Store(tmp_path / "h.duckdb")
     executor = slurm.SlurmExecutor(store, sweep, None, 2, FakeSubmitit(), "slurm", poll_seconds=0)
-    ended = list(drive(executor, plan_packs(sweep.jobs, 2), poll_seconds=0))
+    ended = [e for e in drive(executor, plan_packs(sweep.jobs, 2), Ingest(store), poll_seconds=0)
+             if isinstance(e, Ingested)]
     assert [len(e.job_ids) for e in ended] == [2, 2]
     _, rows = run_query(store.path, "SELECT status, error FROM jobs ORDER BY error")
     assert [status for status, _ in rows] == ["failed"] * 4
@@ -100,12 +103,12 @@ def test_a_driver_run_again_re_attaches_to_queued_tasks_and_submits_nothing_twic
     live = {"77_0": "RUNNING", "77_1": "PENDING"}
     _slurm(monkeypatch, live)
     # the first driver registers the sweep, submits its two packs and is killed before any ends
-    store.register_sweep(sweep.name, sweep.path, sweep.description, sweep_file.read_text(),
+    sweeps.register(store, sweep.name, sweep.path, sweep.description, sweep_file.read_text(),
                          [j.job_id for j in sweep.jobs])
     slurm.SlurmExecutor(store, sweep, None, 2, first, "slurm").submit(plan_packs(sweep.jobs, 2))
     assert first.tasks == 2
     left = what_is_left(store, sweep, write=False)
-    assert left.todo == [] and set(left.in_cluster) == {j.job_id for j in sweep.jobs}
+    assert left.todo == [] and set(left.in_tasks) == {j.job_id for j in sweep.jobs}
     plan = CliRunner().invoke(app, ["sweep", "plan", str(sweep_file), "--store", str(store.path)])
     assert "4 jobs: 0 done, 0 failed, 0 diverged, 4 running, 0 pending -> 0 packs" in plan.output, plan.output
     assert "2 Slurm tasks of an earlier driver are queued or running" in plan.output
@@ -150,7 +153,7 @@ def test_where_slurm_cannot_be_asked_recorded_tasks_count_as_running(tiny_sweep,
     monkeypatch.setattr(slurm, "queued", unavailable)
     left = what_is_left(store, sweep, write=True)
     assert left.todo == [] and all("unknown: squeue is not installed here" in str(task)
-                                   for task in left.in_cluster.values())
+                                   for task in left.in_tasks.values())
 
 
 def test_cancel_scancels_the_tasks_still_queued(tiny_sweep, tmp_path, monkeypatch):
@@ -179,16 +182,16 @@ def test_a_rebuilt_store_still_knows_its_slurm_tasks(tiny_sweep, tmp_path, monke
     sweep_file = tiny_sweep()
     sweep = load_sweep(sweep_file)
     store = Store(tmp_path / "h.duckdb")
-    store.register_sweep(sweep.name, sweep.path, "", sweep_file.read_text(), [j.job_id for j in sweep.jobs])
+    sweeps.register(store, sweep.name, sweep.path, "", sweep_file.read_text(), [j.job_id for j in sweep.jobs])
     _slurm(monkeypatch, {"77_0": "RUNNING"})
     slurm.SlurmExecutor(store, sweep, None, 2, FakeSubmitit(), "slurm").submit(plan_packs(sweep.jobs, 2))
-    store.close_submissions(["77_1"], "cancelled", "harness sweep cancel")
+    submissions.close(store, ["77_1"], "cancelled", "harness sweep cancel")
     query = "SELECT task_id, sweep, pack_id, job_ids, state, note FROM submissions ORDER BY task_id"
     before = run_query(store.path, query)[1]
     store.path.unlink()
     assert CliRunner().invoke(app, ["db", "rebuild", "--store", str(store.path)]).exit_code == 0
     assert run_query(store.path, query)[1] == before
-    assert [s["task_id"] for s in store.open_submissions("tiny")] == ["77_0"]
+    assert [s["task_id"] for s in submissions.still_open(store, "tiny")] == ["77_0"]
 
 
 def test_a_driver_watching_a_cancelled_task_leaves_its_jobs_pending(tiny_sweep, tmp_path, monkeypatch):
@@ -202,5 +205,5 @@ def test_a_driver_watching_a_cancelled_task_leaves_its_jobs_pending(tiny_sweep, 
     assert slurm.cancel(store, "tiny") == ["77_0", "77_1"]
     live.clear()  # scancel took them out of the queue; the driver sees them gone at its next poll
     assert [len(e.job_ids) for e in executor.poll(0)] == [2, 2]
-    assert store.statuses([j.job_id for j in sweep.jobs]) == {}  # not failed: pending for the next run
+    assert jobs.statuses(store, [j.job_id for j in sweep.jobs]) == {}  # not failed: pending for the next run
     assert len(what_is_left(store, sweep, write=True).todo) == 4

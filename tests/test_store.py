@@ -7,8 +7,10 @@ import json
 import duckdb
 import pytest
 
+from harness.db import claims, jobs
+from harness.db.ingest import Ingest, ingest_result, shard_statuses, write_shard
 from harness.db.migrations import MIGRATIONS
-from harness.db.store import Store, ingest_result
+from harness.db.store import Store
 from harness.schema import Options
 from harness.spec import JobSpec
 
@@ -67,9 +69,9 @@ def test_a_failed_ingest_leaves_the_store_as_it_was(tmp_path):
 def test_shard_statuses_are_read_without_the_database(tmp_path):
     store = Store(tmp_path / "h.duckdb")
     result = a_result(status="diverged")
-    store.write_shard(result)
+    write_shard(store, result)
     assert json.loads(store.shard_path(result["job_id"]).read_text())["status"] == "diverged"
-    assert store.shard_statuses([result["job_id"], "0" * 16]) == {result["job_id"]: "diverged"}
+    assert shard_statuses(store, [result["job_id"], "0" * 16]) == {result["job_id"]: "diverged"}
     assert not store.path.exists()
 
 
@@ -88,13 +90,13 @@ def test_a_shard_ingests_whatever_todays_rules_say(tmp_path):
 def _bad_shards(store: Store) -> dict[str, str]:
     """Three shards that cannot be ingested, each as a worker or a disk might leave it: job id -> why."""
     truncated, garbled, overflow = a_result(11), a_result(12), a_result(13)
-    store.write_shard(truncated)
+    write_shard(store, truncated)
     text = store.shard_path(truncated["job_id"]).read_text()
     store.shard_path(truncated["job_id"]).write_text(text[: len(text) // 2])
-    store.write_shard(garbled)
+    write_shard(store, garbled)
     store.shard_path(garbled["job_id"]).write_text("\x00\x17 not json")
     overflow["spec"] = {**overflow["spec"], "batch_size": 3_000_000_000}
-    store.write_shard(overflow)
+    write_shard(store, overflow)
     return {truncated["job_id"]: "not JSON", garbled["job_id"]: "not JSON",
             overflow["job_id"]: "spec.batch_size = 3000000000 does not fit"}
 
@@ -107,7 +109,7 @@ def test_bad_shards_are_set_aside_and_the_rest_rebuilds(tmp_path):
     store = Store(tmp_path / "h.duckdb")
     good = [a_result(1), a_result(2)]
     for result in good:
-        store.write_shard(result)
+        write_shard(store, result)
     bad = _bad_shards(store)
     result = CliRunner().invoke(app, ["db", "rebuild", "--store", str(store.path)])
     assert result.exit_code == 0, result.output
@@ -123,13 +125,14 @@ def test_bad_shards_are_set_aside_and_the_rest_rebuilds(tmp_path):
 
 def test_a_shard_gone_bad_after_ingest_makes_its_job_not_done(tmp_path):
     store = Store(tmp_path / "h.duckdb")
+    ingest = Ingest(store)
     result = a_result(5)
-    store.write_shard(result)
-    assert store.ingest_shards([result["job_id"]]) == 1
+    write_shard(store, result)
+    assert ingest.shards([result["job_id"]]) == 1
     store.shard_path(result["job_id"]).write_text("{")  # the truth is now unreadable
-    assert store.ingest_shards([result["job_id"]]) == 0
-    assert store.statuses([result["job_id"]]) == {} and store.shard_statuses([result["job_id"]]) == {}
-    assert [why for _, _, why in store.quarantined] == ["not JSON (Expecting property name enclosed in double "
+    assert ingest.shards([result["job_id"]]) == 0
+    assert jobs.statuses(store, [result["job_id"]]) == {} and shard_statuses(store, [result["job_id"]]) == {}
+    assert [aside.reason for aside in ingest.quarantined] == ["not JSON (Expecting property name enclosed in double "
                                                         "quotes at line 1, column 2; truncated?)"]
 
 
@@ -154,8 +157,8 @@ def test_a_damaged_database_is_called_damaged_not_locked(tmp_path, damage):
     store = Store(tmp_path / "h.duckdb")
     results = [a_result(1), a_result(2)]
     for result in results:
-        store.write_shard(result)
-    store.ingest_shards([r["job_id"] for r in results])
+        write_shard(store, result)
+    Ingest(store).shards([r["job_id"] for r in results])
     store.path.unlink()
     if damage == "folder":
         store.path.mkdir()
@@ -172,7 +175,7 @@ def test_a_damaged_database_is_called_damaged_not_locked(tmp_path, damage):
         return
     assert rebuilt.exit_code == 0 and "2 jobs" in rebuilt.output, rebuilt.output
     assert store.path.with_name("h.duckdb.damaged").exists()
-    assert set(store.statuses([r["job_id"] for r in results]).values()) == {"done"}
+    assert set(jobs.statuses(store, [r["job_id"] for r in results]).values()) == {"done"}
 
 
 def test_ingest_waits_for_a_reader_that_holds_the_database(tmp_path):
@@ -182,22 +185,23 @@ def test_ingest_waits_for_a_reader_that_holds_the_database(tmp_path):
     import sys
 
     store = Store(tmp_path / "h.duckdb")
+    ingest = Ingest(store)
     first, second = a_result(1), a_result(2)
-    store.write_shard(first)
-    store.ingest_shards([first["job_id"]])
+    write_shard(store, first)
+    ingest.shards([first["job_id"]])
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
                                f"con = duckdb.connect({str(store.path)!r}, read_only=True)\n"
                                "print('holding', flush=True)\nsys.stdin.readline()\n"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        store.write_shard(second)
-        store.ingest_or_defer([second["job_id"]])  # must return, not raise
-        assert store.deferred == [second["job_id"]]
+        write_shard(store, second)
+        ingest.or_defer([second["job_id"]])  # must return, not raise
+        assert ingest.deferred == [second["job_id"]]
     finally:
         holder.communicate("\n", timeout=30)
-    store.ingest_or_defer([])
-    assert store.deferred == [] and store.statuses([second["job_id"]]) == {second["job_id"]: "done"}
+    ingest.or_defer([])
+    assert ingest.deferred == [] and jobs.statuses(store, [second["job_id"]]) == {second["job_id"]: "done"}
 
 
 def test_claims_keep_a_second_driver_off_running_jobs_and_stale_ones_are_taken_over(tmp_path):
@@ -218,12 +222,12 @@ def test_claims_keep_a_second_driver_off_running_jobs_and_stale_ones_are_taken_o
         for job_id, owner in ((ids[0], {"pid": sleeper.pid, "host": host}), (ids[1], {"pid": dead.pid, "host": host}),
                               (ids[2], {"pid": 1234, "host": "another-node"})):
             store.claim_path(job_id).write_text(json.dumps(owner))
-        mine, others = store.claim(ids)
+        mine, others = claims.claim(store, ids)
         assert mine == [ids[1], ids[3]]  # the dead driver's claim is taken over; the free job claimed
         assert set(others) == {ids[0], ids[2]} and others[ids[0]]["pid"] == sleeper.pid
         assert json.loads(store.claim_path(ids[1]).read_text())["pid"] == os.getpid()
-        assert store.claim(ids)[0] == [ids[1], ids[3]]  # claiming again is idempotent
-        store.release(ids)
+        assert claims.claim(store, ids)[0] == [ids[1], ids[3]]  # claiming again is idempotent
+        claims.release(store, ids)
         assert not store.claim_path(ids[1]).exists() and store.claim_path(ids[0]).exists()  # others' stay
     finally:
         sleeper.kill()
@@ -241,11 +245,44 @@ def test_a_claim_cut_short_by_a_kill_is_taken_over_and_claims_never_appear_empty
     ids = [f"{i:016x}" for i in range(2)]
     (tmp_path / "claims").mkdir()
     store.claim_path(ids[0]).write_text("")  # what the kill left
-    mine, others = store.claim(ids)
+    mine, others = claims.claim(store, ids)
     assert mine == ids and others == {}
     assert all(json.loads(store.claim_path(i).read_text())["pid"] == os.getpid() for i in ids)
     assert [p.name for p in (tmp_path / "claims").iterdir()] != [] and not list((tmp_path / "claims").glob(".*"))
-    store.release(ids)
+    claims.release(store, ids)
     store.claim_path(ids[1]).write_text("")
-    store.clear_stale_claims(ids)
+    claims.clear_stale(store, ids)
     assert not store.claim_path(ids[1]).exists()
+
+
+def test_evaluation_shards_have_a_typed_format_checked_at_rebuild(tmp_path):
+    """Evaluation shards (`harness eval`) are checked like result shards: a bad one is set aside with its
+    reason and the rest rebuilds; one from before the format had a version reads as version 1."""
+    from harness.db.ingest import rebuild, write_evaluation
+    from harness.db.store import atomic_write_json
+    from harness.shards import EVALUATION_FORMAT, Evaluation, check_evaluation
+
+    store = Store(tmp_path / "h.duckdb")
+    result = a_result(1)
+    write_shard(store, result)
+    job_id = result["job_id"]
+    good = Evaluation(job_id, "hoyer", 1, 5.0, [{"split": "test", "name": "hoyer", "value": 0.25, "metric": "hoyer",
+                                                  "version": 1}])
+    shard = good.to_dict()
+    assert shard["format"] == EVALUATION_FORMAT and Evaluation.from_dict(shard) == good
+    old = {k: v for k, v in shard.items() if k != "format"}  # as commit 408c335 wrote it
+    assert check_evaluation(old) is old
+    write_evaluation(store, shard)
+    write_evaluation(store, Evaluation(job_id, "mig", 1, 5.0, dim_stats=[
+        {"split": "test", "metric": "mig", "stat": "mutual_info", "dim": "0", "key": "shape", "key_index": 0,
+         "value": 0.1}]).to_dict())
+    atomic_write_json(store.evaluation_path(job_id, "factor_info"), shard)  # hoyer's values under another name
+    rebuilt = rebuild(store)
+    assert (rebuilt.sweeps, rebuilt.jobs) == (0, 1)
+    assert sorted(aside.reason for aside in rebuilt.quarantined) == [
+        "dim_stats[0].dim must be an integer, got '0'", "metric 'hoyer' in the file of factor_info"]
+    assert sorted(p.name.split(".json")[0] for p in (tmp_path / "quarantine").glob("*.reason")) == [
+        f"{job_id}-eval-factor_info", f"{job_id}-eval-mig"]
+    assert store.evaluation_path(job_id, "hoyer").exists()
+    with store.reader() as con:
+        assert con.execute("SELECT hoyer FROM runs").fetchall() == [(0.25,)]

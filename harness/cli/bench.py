@@ -10,11 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOption, console, fail
+from harness.db import benchmarks
 from harness.db.store import Store, StoreUnavailable
 
 app = typer.Typer(help="Performance regression checks: run, store and compare benchmarks.", no_args_is_help=True)
-
-SUITES = [str(Path(__file__).resolve().parents[2] / "tests" / "benchmarks")]
 
 
 @app.command("run")
@@ -29,14 +28,18 @@ def run_command(store: StoreOption = DEFAULT_STORE,
 
     Example: harness bench run --store runs/harness.duckdb
     """
-    from harness.bench import run_suites
+    from harness.bench import default_suites, run_suites
 
     try:
-        result = run_suites(suite or SUITES, ["-k", keyword] if keyword else None)
+        suites = suite or default_suites()
+    except RuntimeError as exc:
+        fail(str(exc), 2)
+    try:
+        result = run_suites(suites, ["-k", keyword] if keyword else None)
     except RuntimeError as exc:
         fail(str(exc).splitlines()[0] + " (run the suite with pytest to see why)")
     try:
-        Store(store).add_benchmarks(result.rows)
+        benchmarks.add(Store(store), result.rows)
     except StoreUnavailable as exc:
         fail(str(exc))
     table = Table(title=f"benchmark run {result.run_id}", title_justify="left")
@@ -62,22 +65,21 @@ def compare(store: StoreOption = DEFAULT_STORE,
 
     Example: harness bench compare --against latest --store runs/harness.duckdb
     """
+    from harness.bench import baseline, fingerprint, machine
     from harness.bench import compare as compare_runs
-    from harness.bench import fingerprint, machine
 
     if not Path(store).exists():
         fail(f"no store at {store}; run `harness bench run` first")
     stamp = fingerprint(machine())
+    the_store = Store(store)
     try:
-        runs = Store(store).benchmark_runs(stamp)
+        runs = benchmarks.runs(the_store, stamp)
         if not runs:
             fail(f"no benchmark run on this machine (fingerprint {stamp}) in {store}; run `harness bench run`")
-        newest = runs[-1]
-        earlier = runs[:-1] if against == "latest" else [r for r in runs[:-1] if (r[1] or "").startswith(against)]
-        if not earlier:
+        newest, base = runs[-1], baseline(runs, against)
+        if base is None:
             fail(f"--against {against}: no earlier run on this machine (fingerprint {stamp}) to compare with", 2)
-        base = earlier[-1]
-        verdicts = compare_runs(Store(store).benchmark_rows(base[0]), Store(store).benchmark_rows(newest[0]))
+        verdicts = compare_runs(benchmarks.rows(the_store, base[0]), benchmarks.rows(the_store, newest[0]))
     except StoreUnavailable as exc:
         fail(str(exc))
     table = Table(title=f"{newest[0]} ({(newest[1] or '?')[:7]}) against {base[0]} ({(base[1] or '?')[:7]})",

@@ -37,10 +37,20 @@ def data_root_str(root: Path | None) -> str | None:
     return str(root)
 
 
+def load_sweep_file(path: Path):
+    """The sweep in `path` (harness.spec.Sweep), or what is wrong with it as one line and exit 2."""
+    from harness.schema import SpecError
+    from harness.spec import load_sweep
+
+    try:
+        return load_sweep(path)
+    except SpecError as error:
+        fail(error.render(), 2)
 
 
-def report_quarantined(store) -> None:
-    """One line per shard that could not be ingested and was set aside (its job counts as not done)."""
-    for shard, target, reason in store.quarantined:
-        errors.print(f"[yellow]set aside[/] {escape(str(shard))}: {escape(reason)} (moved to {escape(str(target))}; "
-                     "its job will run again)", highlight=False, soft_wrap=True)
+def report_quarantined(set_aside) -> None:
+    """One line per shard that could not be ingested and was set aside (its job counts as not done): each
+    with its shard, target and reason (harness.db.ingest.SetAside, harness.driver.Quarantined)."""
+    for item in set_aside:
+        errors.print(f"[yellow]set aside[/] {escape(str(item.shard))}: {escape(item.reason)} (moved to "
+                     f"{escape(str(item.target))}; its job will run again)", highlight=False, soft_wrap=True)

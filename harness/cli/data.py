@@ -7,58 +7,20 @@ dataset name it does not know).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import DataRootOption, console, fail
-from harness.datasets import (
-    DATASETS,
-    DataCorrupt,
-    Dataset,
-    DatasetEntry,
-    DataUnavailable,
-    dataset_schemas,
-    dsprites,
-    fashion_mnist,
-    load_dataset,
-    mnist,
-    pinwheel,
-    rotated_mnist,
-    shapes2d,
-    sources,
-)
-from harness.schema import SpecError, closest, resolve_options
+from harness.datasets import DATASETS, DataCorrupt, DatasetEntry, DataUnavailable, sources
+from harness.schema import SpecError, closest
 
 app = typer.Typer(help="Find, fetch, check and look at the datasets.", no_args_is_help=True)
-
-SAMPLES = 64  # images in the `info` grid
-
-
-def _verify_fashion_mnist(root: Path | None) -> str:
-    found = fashion_mnist.locate(root)
-    if found is None:
-        raise DataUnavailable(fashion_mnist.HOW_TO_GET)
-    fashion_mnist.read_arrays(Path(found))
-    return f"md5 of the four unzipped IDX files matches the published Fashion-MNIST ({found})"
-
-
-# How `verify` checks each dataset: a function of the data root returning a line, raising DataCorrupt.
-VERIFIERS: dict[str, Callable[[Path | None], str]] = {
-    "fashion_mnist": _verify_fashion_mnist,
-    "mnist": mnist.verify,
-    "rotated_mnist": rotated_mnist.verify,
-    "pinwheel": pinwheel.verify,
-    "shapes2d": shapes2d.verify,
-    "dsprites": dsprites.verify,
-}
 
 
 class _Fail(Exception):
@@ -142,8 +104,7 @@ def verify(name: Annotated[str | None, typer.Argument(help="Dataset name; all pr
     with _reported():
         root = _root(data_root)
         if name is not None:
-            _entry(name)
-            check = VERIFIERS.get(name)
+            check = _entry(name).verify
             line = f"ok: {check(root)}" if check is not None else "unchecked: no checksum known for this dataset"
             console.print(f"{name}: {escape(line)}")
             return
@@ -164,7 +125,7 @@ def _verify_one(name: str, entry: DatasetEntry, root: Path | None) -> tuple[str,
     """('ok' | 'absent' | 'FAILED' | 'unchecked', detail) for one dataset."""
     if _where(entry, root) is None:
         return "absent", "-"
-    check = VERIFIERS.get(name)
+    check = entry.verify
     if check is None:
         return "unchecked", "no checksum known for this dataset"
     try:
@@ -184,9 +145,11 @@ def info(name: Annotated[str, typer.Argument(help="Dataset name, as in `harness 
 
     Example: harness data info shapes2d --out reports/shapes2d.png
     """
+    from harness.report.samples import sample, write_sample_png
+
     with _reported():
         entry, root = _entry(name), _root(data_root)
-        dataset = _sample(entry, root)
+        dataset = sample(entry, root)
         path = out if out is not None else Path("reports") / f"data_{name}.png"
         write_sample_png(dataset, path)
         console.print(f"[bold]{name}[/bold]: {escape(entry.description)}")
@@ -198,49 +161,3 @@ def info(name: Annotated[str, typer.Argument(help="Dataset name, as in `harness 
                    else entry.factors)
         console.print("factors: " + (", ".join(f"{f} ({n})" for f, n in factors) or "-"))
         console.print(escape(f"wrote {path}"))
-
-
-def _sample(entry: DatasetEntry, root: Path | None) -> Dataset:
-    """A small stratified part of the dataset: enough images for the grid, all points for vectors."""
-    per_class = math.ceil(SAMPLES / len(entry.class_names))
-    vectors = len(entry.example_shape) == 1
-    raw = {"name": entry.name, "subset": 0 if vectors else per_class, "subset_mode": "stratified",
-           "test_subset": SAMPLES}
-    options = resolve_options("dataset", raw, "dataset", dataset_schemas())
-    return load_dataset(options, str(root) if root is not None else None, "cpu", "float32")
-
-
-def _image_grid(images: np.ndarray) -> np.ndarray:
-    """(n, C, H, W) in [0, 1] -> one image of `gap`-separated tiles (first channel), rows of sqrt(n)."""
-    n, _, height, width = images.shape
-    gap = 2
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.ones((rows * (height + gap) - gap, cols * (width + gap) - gap), dtype=np.float32)
-    for k in range(n):
-        top, left = (k // cols) * (height + gap), (k % cols) * (width + gap)
-        grid[top:top + height, left:left + width] = images[k, 0]
-    return grid
-
-
-def write_sample_png(dataset: Dataset, path: Path) -> None:
-    """Write a grid of training images, or a scatter plot of 2-D points coloured by class, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 6))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    x = dataset.train_x.detach().cpu().float().numpy()
-    if x.ndim == 4:
-        axes.imshow(_image_grid(x[:SAMPLES]), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        axes.set_axis_off()
-    else:
-        labels = dataset.train_y.cpu().numpy()
-        for k, class_name in enumerate(dataset.class_names):
-            axes.scatter(x[labels == k, 0], x[labels == k, 1], s=6, label=class_name)
-        axes.set_aspect("equal")
-        axes.legend(fontsize="small")
-    axes.set_title(f"{dataset.name}" + (f" ({dataset.note})" if dataset.note else ""), fontsize="small", wrap=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=150)

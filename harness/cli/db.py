@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from harness.cli.common import DEFAULT_STORE, StoreOption, console, fail, report_quarantined
-from harness.db.store import QueryInterrupted, ReadOnlyError, Store, StoreUnavailable, rebuild, run_query
+from harness.db.ingest import rebuild
+from harness.db.store import QueryInterrupted, ReadOnlyError, Store, StoreUnavailable, run_query
 
 app = typer.Typer(help="Query the store with SQL (read-only) and rebuild it from the job shards.",
                   no_args_is_help=True)
@@ -104,10 +105,9 @@ def rebuild_command(store: StoreOption = DEFAULT_STORE) -> None:
     """
     if not (Path(store).parent / "jobs").exists() and not (Path(store).parent / "sweeps").exists():
         fail(f"no shards next to {store} (expected {Path(store).parent / 'jobs'})")
-    the_store = Store(store)
     try:
-        sweeps, jobs = rebuild(the_store)
+        rebuilt = rebuild(Store(store))
     except StoreUnavailable as exc:
         fail(str(exc))
-    console.print(f"rebuilt {store}: {sweeps} sweeps, {jobs} jobs")
-    report_quarantined(the_store)
+    console.print(f"rebuilt {store}: {rebuilt.sweeps} sweeps, {rebuilt.jobs} jobs")
+    report_quarantined(rebuilt.quarantined)

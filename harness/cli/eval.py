@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
+from harness.cli.common import (
+    DEFAULT_STORE,
+    DataRootOption,
+    StoreOption,
+    console,
+    data_root_str,
+    fail,
+    load_sweep_file,
+)
 from harness.db.store import Store, StoreUnavailable
 from harness.metrics.registry import METRICS
 
@@ -32,8 +40,7 @@ def evaluate(metric: Annotated[list[str], typer.Option(
     version is skipped unless --force. Jobs whose data lack what a metric needs (e.g. factors for
     kim_mnih) are reported and left alone.
     """
-    from harness.evaluation import evaluate_jobs, missing
-    from harness.numerics import NUMERICS_VERSION
+    from harness.evaluation import evaluate_jobs, to_evaluate
 
     unknown = [m for m in metric if m not in METRICS]
     if unknown:
@@ -43,17 +50,9 @@ def evaluate(metric: Annotated[list[str], typer.Option(
     the_store = Store(store)
     if not the_store.path.exists():
         fail(f"no store at {store}; run a sweep first or pass --store PATH")
+    sweep = load_sweep_file(sweep_file) if sweep_file is not None else None
     try:
-        the_store.ensure_current()
-        if sweep_file is not None:
-            from harness.cli.sweep import _load
-
-            sweep = _load(sweep_file)
-            statuses = the_store.statuses([j.job_id for j in sweep.jobs])
-            jobs = [j.job_id for j in sweep.jobs if statuses.get(j.job_id) == "done"]
-        else:
-            jobs = the_store.done_jobs(None if all_versions else NUMERICS_VERSION)
-        todo = jobs if force else missing(the_store, jobs, metric)
+        jobs, todo = to_evaluate(the_store, metric, sweep, force, all_versions)
     except StoreUnavailable as exc:
         fail(str(exc))
     console.print(f"{len(jobs)} finished jobs, {len(todo)} to evaluate for {', '.join(metric)}")

@@ -171,22 +171,17 @@ def timings_command(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("r
 
     Example: harness report timings --store runs/harness.duckdb
     """
-    from harness.db import queries
     from harness.report.figures import build_all
+    from harness.report.timings import timings
 
     sweeps = _open(store, sweep)
     built = build_all(Path(store), out, ["timings"], None, sweeps)
     table = Table(title="training speed (medians)", title_justify="left")
     for column in ("sweep", "device", "pack", "commit", "jobs", "s / model-epoch", "samples / s"):
         table.add_column(column, justify="left" if column in ("sweep", "device", "commit") else "right")
-    for name in sweeps:
-        frame = queries.epoch_timings(store, name)
-        if frame.is_empty():
-            continue
-        for (device, pack, commit), group in frame.group_by(["device", "pack_size", "git_commit"], maintain_order=True):
-            table.add_row(name, device, str(pack), commit or "?", str(group.height),
-                          f"{group['seconds_per_model_epoch'].median():.2f}",
-                          f"{group['samples_per_second'].median():,.0f}")
+    for t in timings(store, sweeps):
+        table.add_row(t.sweep, t.device, str(t.pack_size), t.commit or "?", str(t.jobs),
+                      f"{t.seconds_per_model_epoch:.2f}", f"{t.samples_per_second:,.0f}")
     console.print(table)
     for figure in (f for f in built.values() if f is not None):
         console.print(f"{figure.name}-{figure.sweep}: {figure.paths[0]}", highlight=False)

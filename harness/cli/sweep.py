@@ -1,11 +1,12 @@
-"""`harness sweep`: plan, run and follow sweeps."""
+"""`harness sweep`: plan, run and follow sweeps. Thin over harness.driver: options in, events out."""
 
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -18,13 +19,19 @@ from harness.cli.common import (
     console,
     data_root_str,
     fail,
+    load_sweep_file,
     report_quarantined,
 )
-from harness.db.store import Store, StoreUnavailable, StoreWriteError, SweepConflict
+from harness.db.store import Store, StoreUnavailable, StoreWriteError
+from harness.db.sweeps import SweepConflict
+from harness.driver import ExecutorRefused, cancel_sweep, plan_sweep, run_sweep, sweep_status
+from harness.executors.base import TasksUnavailable
+from harness.executors.local import DEVICES
+from harness.executors.registry import EXECUTORS
 from harness.executors.worker import RESUME_EVERY
 from harness.numerics import NUMERICS_VERSION
-from harness.schema import SpecError
-from harness.spec import Sweep, job_summary, load_sweep
+from harness.spec import job_summary
+from harness.train import RunOptions
 
 app = typer.Typer(help="Plan, run and follow sweeps of training jobs.", no_args_is_help=True)
 
@@ -32,21 +39,10 @@ SweepFile = Annotated[Path, typer.Argument(help="A sweep file (TOML), e.g. sweep
 PackOption = Annotated[int | None, typer.Option("--pack-size", min=1,
                                                 help="Most jobs trained as one grouped network "
                                                      "(default: 1 on the CPU, 8 on a GPU).")]
-Executor = Literal["local", "slurm"]
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
+# the choices come from the registries
+Executor = StrEnum("Executor", {name: name for name in EXECUTORS})
+Device = StrEnum("Device", {name: name for name in DEVICES})
 DeviceOption = Annotated[Device, typer.Option("--device", help="auto (every visible GPU, else the CPU), cuda or cpu.")]
-
-
-def _load(path: Path) -> Sweep:
-    try:
-        return load_sweep(path)
-    except SpecError as error:
-        fail(error.render(), 2)
 
 
 def _short(value) -> str:
@@ -60,27 +56,20 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
          device: DeviceOption = Device.auto) -> None:
     """Show the jobs of a sweep (done / failed / running / pending) and how they will be packed.
 
-    The same rule as `sweep run` decides what is left (harness.executors.base.what_is_left); plan changes
+    The same rule as `sweep run` decides what is left (harness.driver.what_is_left); plan changes
     nothing in the store.
 
     Example: harness sweep plan sweeps/sparsity.toml
     """
-    from harness.executors.base import what_is_left
-    from harness.executors.local import default_pack_size, visible_devices
-
-    sweep = _load(sweep_file)
-    the_store = Store(store)
+    sweep = load_sweep_file(sweep_file)
     try:
-        left = what_is_left(the_store, sweep, write=False)
+        planned = plan_sweep(Store(store), sweep, pack_size, device.value)
     except StoreUnavailable as exc:
         fail(str(exc))
-    try:
-        devices = visible_devices(device.value)
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # a device that is not there
         fail(str(exc), 2)
-    size = pack_size or default_pack_size(devices)
-    packs = left.packs(size)
-    pack_of = {job.job_id: i + 1 for i, pack in enumerate(packs) for job in pack.jobs}
+    left = planned.left
+    pack_of = {job.job_id: i + 1 for i, pack in enumerate(planned.packs) for job in pack.jobs}
     table = Table(title=f"sweep {sweep.name}: {sweep.description}", title_justify="left")
     columns = ["job_id", "dataset", "prior", "gamma", "alpha", "beta", "seed", "epochs", "status", "pack"]
     for column in columns:
@@ -98,8 +87,9 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
     counts = left.counts(list(sweep.jobs))
     console.print(f"{len(sweep.jobs)} jobs: {counts['done']} done, {counts['failed']} failed, "
                   f"{counts['diverged']} diverged, " + (f"{counts['running']} running, " if counts["running"] else "")
-                  + f"{counts['pending']} pending -> {len(packs)} packs of at most {size} on {', '.join(devices)}")
-    tasks = sorted({str(task) for task in left.in_cluster.values()})
+                  + f"{counts['pending']} pending -> {len(planned.packs)} packs of at most {planned.size} on "
+                  f"{', '.join(planned.devices)}")
+    tasks = sorted({str(task) for task in left.in_tasks.values()})
     if tasks:
         console.print(f"{len(tasks)} Slurm tasks of an earlier driver are queued or running: {', '.join(tasks)}; "
                       "`harness sweep run` re-attaches to them")
@@ -116,7 +106,7 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
         data_root: DataRootOption = None,
         executor: Annotated[Executor, typer.Option("--executor", help="local: this machine's GPUs or CPU; "
                                                    "slurm: one job-array task per pack (submitit).")]
-        = "local",
+        = Executor.local,
         slurm: Annotated[list[str] | None, typer.Option(
             "--slurm", help="A submitit parameter as KEY=VALUE (repeatable), e.g. slurm_partition=gpu, "
                             "timeout_min=240, gpus_per_node=1, slurm_max_num_timeout=10 (requeues after a "
@@ -145,144 +135,132 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     Ctrl-C stops cleanly; run the same command again to continue where it stopped. With --executor slurm
     the submitted tasks keep running without the driver: run the same command again to re-attach to them.
     """
-    from harness.executors.base import executors, what_is_left
-
-    sweep = _load(sweep_file)
+    sweep = load_sweep_file(sweep_file)
     root = data_root_str(data_root)
-    the_store = Store(store)
-    display = _Display()
     if executor != "slurm" and (slurm or slurm_cluster):
         fail("--slurm and --slurm-cluster need --executor slurm", 2)
-    from harness.train import RunOptions
-
-    run_options = RunOptions(compile=compile, deterministic=not cudnn_benchmark)
     options = ({"parameters": slurm or [], "cluster": slurm_cluster} if executor == "slurm"
                else {"device": device.value})
-    options.update(run_options=run_options, save_every=save_every)
+    events = run_sweep(Store(store), sweep, executor.value, retry_failed=retry_failed, data_root=root,
+                       pack_size=pack_size, options=options, save_every=save_every,
+                       run_options=RunOptions(compile=compile, deterministic=not cudnn_benchmark))
+    display = _Display()
     try:
-        runner = executors()[executor](store=the_store, sweep=sweep, data_root=root, pack_size=pack_size,
-                                       on_progress=display.on_event, **options)
-    except (ValueError, RuntimeError, NameError, TypeError) as exc:  # a bad parameter, cluster or device
-        fail(f"--{'slurm' if executor == 'slurm' else 'device'}: {str(exc).splitlines()[0]}", 2)
-    ids = [j.job_id for j in sweep.jobs]
-    try:
-        added = the_store.register_sweep(sweep.name, sweep.path, sweep.description, Path(sweep.path).read_text(), ids)
-        left = what_is_left(the_store, sweep, retry_failed, write=True)
+        with closing(events):
+            try:
+                _follow(events, display)
+            finally:
+                display.stop()
+    except ExecutorRefused as exc:
+        fail(f"--{'slurm' if executor == 'slurm' else 'device'}: {exc}", 2)
     except SweepConflict as exc:
         fail(str(exc), 2)
     except (StoreUnavailable, StoreWriteError) as exc:
         fail(str(exc))
-    if added:
-        console.print(f"sweep {sweep.name} now lists {added} jobs that it did not list before (its file changed)")
-    report_quarantined(the_store)
-    the_store.quarantined.clear()
-    for task in left.failed_tasks:
-        console.print(f"slurm task {task} ended while no driver watched, without results: its jobs are marked failed")
-    the_store.clear_stale_claims(ids)  # a killed driver's claims on jobs that are done since
-    mine, others = the_store.claim([j.job_id for j in left.todo])
-    try:
-        _run_claimed(the_store, sweep, left, set(mine), others, runner, display)
-    finally:
-        the_store.release(mine)
+
+
+def _follow(events, display: _Display) -> None:
+    """Draw each event of a run. A Ctrl-C that lands while an event is drawn goes to the run, as one that
+    lands while the run waits: it stops cleanly and says so (Interrupted)."""
+    interrupt = None
+    while True:
+        try:
+            event = next(events) if interrupt is None else events.throw(interrupt)
+        except StopIteration:
+            return
+        interrupt = None
+        try:
+            display.show(event)
+        except KeyboardInterrupt as exc:
+            interrupt = exc
 
 
 class _Display:
-    """rich progress bars for a run: one for the sweep, one per job in flight; a log line per finished job
-    where the output is not a terminal."""
+    """What `sweep run` shows of a run's events: the plan, rich progress bars (one for the sweep, one per job
+    in flight; a log line per finished job where the output is not a terminal) and the summary."""
 
     def __init__(self):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=console, transient=False)
         self.running: dict[str, int] = {}
+        self.overall = None  # the sweep's bar, while the progress display runs
 
-    def on_event(self, event) -> None:
+    def stop(self) -> None:
+        if self.overall is not None:
+            self.progress.stop()
+            self.overall = None
+
+    def show(self, event) -> None:
         progress, running = self.progress, self.running
-        if event.kind == "start":
+        if event.kind == "quarantined":
+            report_quarantined([event])
+        elif event.kind == "planned":
+            self.planned(event)
+        elif event.kind == "started":
             running[event.job_id] = progress.add_task(f"  {event.job_id}", total=event.epochs or None,
                                                       info=event.status or "starting")
         elif event.kind == "epoch" and event.job_id in running:
             progress.update(running[event.job_id], completed=event.epoch, info=f"loss {event.loss:,.1f}")
-        elif event.kind == "end" and event.job_id in running:
+        elif event.kind == "finished" and event.job_id in running:
             progress.remove_task(running.pop(event.job_id))
             if not console.is_terminal:  # a log file gets one line per finished job
                 console.print(f"{time.strftime('%H:%M:%S')} {event.job_id} {event.status or 'ended'}"
                               + (f" ({event.epoch} of {event.epochs} epochs)" if event.epochs else ""),
                               highlight=False)
+        elif event.kind == "ingested" and self.overall is not None:
+            progress.advance(self.overall, len(event.job_ids))
+        elif event.kind == "deferred":
+            console.print(f"{len(event.job_ids)} finished jobs are in their shards but not yet in the database, "
+                          "which another process held; the next `harness sweep run` (or `harness db rebuild`) adds "
+                          "them")
+        elif event.kind == "summary":
+            self.summary(event)
+        elif event.kind == "interrupted":
+            self.stop()
+            console.print(f"interrupted: {event.done} of {event.total} jobs are done and stored; run the same command "
+                          "to continue" + (f" (its {event.queued} Slurm tasks go on without it: the same command "
+                                           "re-attaches to them, `harness sweep cancel` stops them)"
+                                           if event.queued else ""))
+            raise typer.Exit(130)
 
+    def planned(self, p) -> None:
+        if p.added:
+            console.print(f"sweep {p.sweep} now lists {p.added} jobs that it did not list before (its file changed)")
+        for task in p.dead_tasks:
+            console.print(f"slurm task {task} ended while no driver watched, without results: its jobs are marked "
+                          "failed")
+        for note in p.notes:
+            console.print(note, highlight=False)
+        console.print(f"sweep {p.sweep}: {p.total} jobs, {p.skipped} already in the store, {p.todo} to run "
+                      f"in {p.packs} packs on {p.where}")
+        if p.others:
+            owners = sorted(set(p.others.values()))
+            console.print(f"{len(p.others)} jobs are being run by another driver ({', '.join(owners)}); this run "
+                          "leaves them to it (run the same command again later to pick up what it leaves)")
+        if p.in_tasks:
+            tasks = sorted({task.task_id for task in p.in_tasks.values()})
+            where = f"{len(p.in_tasks)} jobs are in {len(tasks)} Slurm tasks an earlier driver submitted"
+            console.print(f"{where} ({', '.join(tasks)}): re-attached, not submitted again" if p.attached else
+                          f"{where} ({', '.join(tasks)}); this run leaves them to Slurm (`harness sweep status` "
+                          "follows them)")
+        if p.stale:
+            console.print(f"{p.stale} of them have results from an older numerics version, kept apart in the store "
+                          f"(see `harness sweep status`); these runs are numerics {NUMERICS_VERSION}")
+        if p.runs:
+            self.overall = self.progress.add_task(f"sweep {p.sweep}", total=p.watched, info="")
+            self.progress.start()
 
-def _run_claimed(the_store: Store, sweep: Sweep, left, mine: set[str], others, runner, display: _Display) -> None:
-    """The body of `sweep run` once this driver holds its jobs' claims."""
-    from harness.executors.base import drive
-
-    ids = [j.job_id for j in sweep.jobs]
-    todo = [j for j in left.todo if j.job_id in mine]
-    attached = left.in_cluster
-    # jobs other drivers hold: those found claimed while looking, and those claimed since (a race)
-    others = {**left.running, **{job_id: f"pid {o.get('pid')} on {o.get('host')}" for job_id, o in others.items()}}
-    skipped = len(sweep.jobs) - len(todo) - len(others) - len(attached)
-    packs = runner.plan(todo)
-    for note in runner.notes:
-        console.print(note, highlight=False)
-    console.print(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, {skipped} already in the store, {len(todo)} to run "
-                  f"in {len(packs)} packs on {runner.where}")
-    if others:
-        owners = sorted(set(others.values()))
-        console.print(f"{len(others)} jobs are being run by another driver ({', '.join(owners)}); this run leaves "
-                      "them to it (run the same command again later to pick up what it leaves)")
-    if attached:
-        tasks = sorted({task.task_id for task in attached.values()})
-        if hasattr(runner, "attach"):
-            runner.attach(set(tasks))
-            console.print(f"{len(attached)} jobs are in {len(tasks)} Slurm tasks an earlier driver submitted "
-                          f"({', '.join(tasks)}): re-attached, not submitted again")
-        else:
-            console.print(f"{len(attached)} jobs are in {len(tasks)} Slurm tasks an earlier driver submitted "
-                          f"({', '.join(tasks)}); this run leaves them to Slurm (`harness sweep status` follows them)")
-    stale = [j for j in todo if j.job_id in left.stale]
-    if stale:
-        console.print(f"{len(stale)} of them have results from an older numerics version, kept apart in the store "
-                      f"(see `harness sweep status`); these runs are numerics {NUMERICS_VERSION}")
-    if not packs and not runner.in_flight:
-        _failed_waiting(the_store, ids)
-        return
-    started = time.time()
-    watched = [*todo, *(j for j in sweep.jobs if j.job_id in attached)]
-    overall = display.progress.add_task(f"sweep {sweep.name}", total=len(watched), info="")
-    try:
-        with display.progress:
-            for ended in drive(runner, packs):
-                display.progress.advance(overall, len(ended.job_ids))
-    except KeyboardInterrupt:
-        final = the_store.statuses(ids)
-        done = sum(1 for i in ids if final.get(i) == "done")
-        queued = len(the_store.open_submissions(sweep.name)) if hasattr(runner, "attach") else 0
-        console.print(f"interrupted: {done} of {len(ids)} jobs are done and stored; run the same command to "
-                      "continue" + (f" (its {queued} Slurm tasks go on without it: the same command re-attaches "
-                                    "to them, `harness sweep cancel` stops them)" if queued else ""))
-        raise typer.Exit(130) from None
-    report_quarantined(the_store)
-    if the_store.deferred:
-        console.print(f"{len(the_store.deferred)} finished jobs are in their shards but not yet in the database, "
-                      "which another process held; the next `harness sweep run` (or `harness db rebuild`) adds them")
-    final = {**the_store.shard_statuses(the_store.deferred), **the_store.statuses([j.job_id for j in watched])}
-    counts = {k: sum(1 for j in watched if final.get(j.job_id) == k) for k in ("done", "failed", "diverged")}
-    submitted = getattr(runner, "submitted", None)
-    console.print(f"finished in {time.time() - started:.0f} s: {counts['done']} done, {counts['failed']} failed, "
-                  f"{counts['diverged']} diverged" + (f" ({submitted} tasks submitted by this run)"
-                                                      if submitted is not None else ""))
-    for job_id, error in the_store.errors([j.job_id for j in watched]):
-        console.print(f"  {job_id}: {error}", highlight=False)
-    _failed_waiting(the_store, ids)
-
-
-def _failed_waiting(store: Store, ids: list[str]) -> None:
-    """Exit 1 while any job of the sweep is failed, saying how many wait for --retry-failed: a sweep with
-    failed jobs is not finished, however this run went."""
-    failed = [job_id for job_id, status in store.statuses(ids).items() if status == "failed"]
-    if failed:
-        console.print(f"{len(failed)} failed jobs of this sweep wait for `--retry-failed`")
-        raise typer.Exit(1)
+    def summary(self, s) -> None:
+        self.stop()
+        if s.ran:
+            console.print(f"finished in {s.seconds:.0f} s: {s.done} done, {s.failed} failed, {s.diverged} diverged"
+                          + (f" ({s.submitted} tasks submitted by this run)" if s.submitted is not None else ""))
+            for job_id, error in s.errors:
+                console.print(f"  {job_id}: {error}", highlight=False)
+        if s.failed_waiting:  # a sweep with failed jobs is not finished, however this run went
+            console.print(f"{s.failed_waiting} failed jobs of this sweep wait for `--retry-failed`")
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -296,55 +274,27 @@ def status(store: StoreOption = DEFAULT_STORE) -> None:
 
     Example: harness sweep status --store runs/harness.duckdb
     """
-    from harness.executors.slurm import reconcile
-
     if not Path(store).exists():
         fail(f"no store at {store}; run a sweep first or pass --store PATH")
-    the_store = Store(store)
-    busy: set[str] = set()
-    notes = []
     try:
-        for name in sorted({s["sweep"] for s in the_store.open_submissions()}):
-            sweep = _stored_sweep(the_store, name)
-            if sweep is None:
-                continue
-            live, dead, ingested = reconcile(the_store, sweep, write=True)
-            busy.update(live)
-            tasks = sorted({task.task_id for task in live.values()})
-            if tasks or ingested or dead:
-                notes.append(f"{name}: Slurm has {len(tasks)} of its tasks queued or running"
-                             + (f" ({', '.join(tasks)})" if tasks else "")
-                             + (f"; {ingested} results of tasks that ended were ingested now" if ingested else "")
-                             + (f"; tasks {', '.join(dead)} ended without results (jobs marked failed)"
-                                if dead else ""))
-        rows = the_store.sweep_counts(busy)
+        found = sweep_status(Store(store))
     except StoreUnavailable as exc:
         fail(str(exc))
+    report_quarantined(found.quarantined)
     table = Table(title=f"sweeps in {store}", title_justify="left")
     for column in ("sweep", "description", "jobs", "done", "failed", "diverged", "running", "pending", "stale"):
         table.add_column(column, justify="left" if column in ("sweep", "description") else "right")
-    for row in rows:
+    for row in found.rows:
         table.add_row(*[str(v) for v in row])
     console.print(table)
-    for note in notes:
-        console.print(note, highlight=False)
-
-
-def _stored_sweep(store: Store, name: str) -> Sweep | None:
-    """The sweep as the store registered it (its TOML text), or None where that no longer loads."""
-    import tempfile
-
-    with store.reader() as con:
-        row = con.execute("SELECT path, toml FROM sweeps WHERE name = ?", [name]).fetchone()
-    if row is None:
-        return None
-    with tempfile.TemporaryDirectory() as folder:
-        copy = Path(folder) / Path(row[0]).name
-        copy.write_text(row[1])
-        try:
-            return load_sweep(copy)
-        except SpecError:
-            return None
+    for note in found.tasks:
+        if note.live or note.ingested or note.dead:
+            console.print(f"{note.sweep}: Slurm has {len(note.live)} of its tasks queued or running"
+                          + (f" ({', '.join(note.live)})" if note.live else "")
+                          + (f"; {note.ingested} results of tasks that ended were ingested now" if note.ingested
+                             else "")
+                          + (f"; tasks {', '.join(note.dead)} ended without results (jobs marked failed)"
+                             if note.dead else ""), highlight=False)
 
 
 @app.command()
@@ -357,20 +307,16 @@ def cancel(sweep_name: Annotated[str, typer.Argument(
 
     Example: harness sweep cancel sparsity --store runs/harness.duckdb
     """
-    from harness.executors.slurm import SlurmUnavailable
-    from harness.executors.slurm import cancel as cancel_tasks
-
-    name = _load(Path(sweep_name)).name if sweep_name.endswith(".toml") else sweep_name
+    name = load_sweep_file(Path(sweep_name)).name if sweep_name.endswith(".toml") else sweep_name
     if not Path(store).exists():
         fail(f"no store at {store}; run a sweep first or pass --store PATH")
-    the_store = Store(store)
     try:
-        if not any(s["sweep"] == name for s in the_store.open_submissions()):
-            console.print(f"sweep {name} has no Slurm tasks queued or running in {store}")
-            return
-        cancelled = cancel_tasks(the_store, name)
-    except SlurmUnavailable as exc:
+        cancelled = cancel_sweep(Store(store), name)
+    except TasksUnavailable as exc:
         fail(f"cannot cancel: {exc}")
     except StoreUnavailable as exc:
         fail(str(exc))
+    if cancelled is None:
+        console.print(f"sweep {name} has no Slurm tasks queued or running in {store}")
+        return
     console.print(f"cancelled {len(cancelled)} Slurm tasks of sweep {name}: {', '.join(cancelled) or 'none'}")

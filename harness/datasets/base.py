@@ -59,3 +59,6 @@ class DatasetEntry:
     fetch: Callable[[Path | None], str]  # get it; returns a line saying from where
     options: dict[str, Param] = field(default_factory=dict)
     factors: tuple[tuple[str, int], ...] = ()
+    # check the files against their published checksums: returns a line saying what matched, raises DataCorrupt
+    # (or DataUnavailable where they are absent); None where no checksum is known
+    verify: Callable[[Path | None], str] | None = None

@@ -70,6 +70,15 @@ def read_arrays(directory: Path) -> dict[str, np.ndarray]:
     return read_idx_dir(directory, FILES, "Fashion-MNIST", HOW_TO_GET)
 
 
+def verify(root: Path | None) -> str:
+    """Check the four IDX files against the published md5s (read_arrays does); returns a line saying where."""
+    found = locate(root)
+    if found is None:
+        raise DataUnavailable(HOW_TO_GET)
+    read_arrays(Path(found))
+    return f"md5 of the four unzipped IDX files matches the published Fashion-MNIST ({found})"
+
+
 def images_to_tensor(images: np.ndarray, size: int, device, dtype) -> torch.Tensor:
     """uint8 (N, H, W) -> float (N, 1, size, size) in [1e-6, 1 - 1e-6], resized once, bilinear."""
     x = torch.from_numpy(images.copy()).to(device=device).unsqueeze(1).to(dtype) / 255.0

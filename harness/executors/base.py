@@ -1,36 +1,63 @@
-"""What every executor is, and what is left to run.
+"""What every executor is.
 
-An executor runs packs somewhere and leaves one shard per job; the driver (`harness sweep run`) only
-talks to it through `Executor`: `submit` packs, then `poll` until nothing is `in_flight`, ingesting
-nothing itself (each executor ingests a pack's shards before it reports the pack ended). The CLI picks
-one by name from the registry, `executors()`.
+An executor runs packs somewhere and leaves one shard per job. The driver (harness.driver) talks to it
+only through `Executor`: `plan` jobs into packs, `submit` them, then `poll` until nothing is `in_flight`;
+it ingests each ended pack's shards itself, so an executor never writes the database's job tables.
 
-`what_is_left` is the one rule, used by `sweep plan` and `sweep run` alike, for which jobs of a sweep
-still need running: not those with a result of this numerics version (in the database, or in a shard
-that a killed run left), not those another live driver has claimed, and not those in a cluster task
-that is still queued or running (a driver that left re-attaches to those instead of submitting them
-again); failed and diverged jobs only with --retry-failed.
+Some executors' tasks outlive the driver that submitted them (`detached`: a cluster's). Such an executor
+records its tasks in the store; each kind of executor in the registry (harness.executors.registry) says
+which of its recorded tasks still queue or run (`live_tasks`), so that a later driver, of any kind, leaves
+their jobs alone, and one of the same kind `attach`es to them instead of submitting them again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from harness.db.store import Store
-from harness.executors.slurm import LiveTask
 from harness.executors.worker import PackEnded
-from harness.spec import JobSpec, Pack, Sweep, plan_packs
+from harness.spec import JobSpec, Pack, Sweep
 from harness.train import Progress
+
+if TYPE_CHECKING:
+    from harness.db.store import Store
+
+
+class TasksUnavailable(RuntimeError):
+    """The system that runs an executor's tasks cannot be asked about them now (not installed, no answer)."""
+
+
+@dataclass(frozen=True)
+class LiveTask:
+    """A task that an executor recorded in the store and that still queues or runs, with the state its
+    system gave."""
+
+    task_id: str
+    state: str
+    kind: str  # the executor that submitted it, as the registry names it
+
+    def __str__(self) -> str:
+        return f"{self.kind} task {self.task_id} ({self.state.lower()})"
+
+
+@dataclass
+class Tasks:
+    """What one kind of executor knows of the tasks that earlier drivers submitted for a sweep."""
+
+    live: dict[str, LiveTask] = field(default_factory=dict)  # job id -> the task, still queued or running, that has it
+    dead: list[str] = field(default_factory=list)  # tasks found ended without results: their jobs have failed shards
+    ended_jobs: list[str] = field(default_factory=list)  # the jobs of the tasks found ended: shards to ingest
 
 
 class Executor(Protocol):
-    """Runs packs; each executor writes one shard per job and ingests it before reporting the pack ended."""
+    """Runs packs; writes one shard per job, and reports a pack ended once its shards are written."""
 
-    where: str  # for people: "cpu", "cuda:0, cuda:1", "slurm (submitit)"
+    where: str  # for people: "cpu", "cuda:0, cuda:1", a cluster
     pack_size: int  # most jobs per pack, the executor's choice where the user gave none
     notes: list[str]  # lines for people, e.g. why plan() chose a pack size
+    detached: bool  # whether its tasks go on without the driver (so that a later driver attaches to them)
+    submitted: list[str]  # the tasks this executor submitted that outlive it (a detached one's; else none)
 
     def plan(self, jobs: list[JobSpec]) -> list[Pack]:
         """Group jobs into packs as this executor runs them (the local one measures GPU memory)."""
@@ -38,92 +65,36 @@ class Executor(Protocol):
     def submit(self, packs: list[Pack]) -> None:
         """Start (or queue) these packs."""
 
+    def attach(self, task_ids: set[str]) -> None:
+        """Watch tasks that an earlier driver of this kind submitted, as if submitted now (detached only)."""
+
     def poll(self, timeout: float) -> list[PackEnded]:
-        """Wait up to `timeout` seconds for packs to end; returns those that ended (ingested)."""
+        """Wait up to `timeout` seconds for packs to end; returns those whose shards are written."""
 
     @property
     def in_flight(self) -> int:
         """Packs submitted or attached that have not ended yet."""
 
     def close(self) -> None:
-        """Stop what this driver started and may not outlive it (local workers); cluster tasks stay."""
+        """Stop what this driver started and may not outlive it (local workers); detached tasks stay."""
 
 
-def drive(executor: Executor, packs: list[Pack], poll_seconds: float = 1.0) -> Iterator[PackEnded]:
-    """Submit `packs` and yield each ended pack until none is in flight (including tasks the executor
-    attached to before); closes the executor at the end or on an exception (Ctrl-C)."""
-    try:
-        if packs:
-            executor.submit(packs)
-        while executor.in_flight:
-            yield from executor.poll(poll_seconds)
-    finally:
-        executor.close()
+class ExecutorKind(Protocol):
+    """What the registry holds for each name a user types: how to make an executor, and what is known
+    of the tasks that executors of this kind left in the store."""
+
+    def create(self, store: Store, sweep: Sweep, data_root: str | None, pack_size: int | None,
+               on_progress: Callable[[Progress], None], **options) -> Executor:
+        """An executor for one run of `sweep`; ValueError for options it does not take, RuntimeError for a
+        device or cluster it cannot use."""
+
+    def live_tasks(self, store: Store, sweep: Sweep, write: bool) -> Tasks:
+        """The sweep's recorded tasks brought up to date; with `write`, those that ended are closed and the
+        jobs they left without a shard get failed ones. TasksUnavailable is handled inside: where the system
+        cannot be asked, recorded tasks count as live (better wait than run a job twice)."""
+
+    def cancel(self, store: Store, sweep: str) -> list[str]:
+        """Cancel the sweep's tasks still queued or running; returns their ids."""
 
 
-@dataclass
-class Left:
-    """A sweep's jobs sorted by what the next `sweep run` does with them."""
-
-    statuses: dict[str, str]  # job id -> done / failed / diverged (this numerics version)
-    stale: dict[str, str]  # job id -> its id under an older numerics version, for jobs stored only there
-    running: dict[str, str]  # job id -> the other live driver that holds it: "pid 123 on host"
-    in_cluster: dict[str, LiveTask]  # job id -> the recorded cluster task, still queued or running, that has it
-    todo: list[JobSpec] = field(default_factory=list)  # to run now, in sweep order
-    ingested: int = 0  # shards ingested while looking (left by a killed run or a task that ended)
-    failed_tasks: list[str] = field(default_factory=list)  # cluster tasks found dead without shards
-
-    def packs(self, size: int) -> list[Pack]:
-        return plan_packs(self.todo, size)
-
-    def counts(self, jobs: list[JobSpec]) -> dict[str, int]:
-        counts = dict.fromkeys(("done", "failed", "diverged", "running", "pending"), 0)
-        for job in jobs:
-            counts[self.status(job.job_id)] += 1
-        return counts
-
-    def status(self, job_id: str) -> str:
-        if job_id in self.running or job_id in self.in_cluster:
-            return "running"
-        return self.statuses.get(job_id, "pending")
-
-
-def what_is_left(store: Store, sweep: Sweep, retry_failed: bool = False, write: bool = True) -> Left:
-    """Which jobs of `sweep` to run now. With `write` (sweep run), shards left by killed runs and by
-    cluster tasks that ended are ingested and cluster tasks that died without a shard have their jobs
-    marked failed; without it (sweep plan) the same rule reads shards where the database lacks them and
-    changes nothing."""
-    from harness.executors.slurm import reconcile
-
-    ids = [j.job_id for j in sweep.jobs]
-    ingested = store.ingest_shards([i for i in ids if store.shard_path(i).exists()]) if write else 0
-    in_cluster, failed_tasks, reconciled = reconcile(store, sweep, write)
-    statuses = store.statuses(ids) if store.path.exists() else {}
-    if not write:
-        statuses = {**store.shard_statuses([i for i in ids if i not in statuses]), **statuses}
-    without = [j for j in sweep.jobs if j.job_id not in statuses]
-    stale = store.stale(without) if store.path.exists() else {}
-    in_cluster = {job_id: task for job_id, task in in_cluster.items() if job_id not in statuses}
-    running = {}
-    for job_id in store.running(j.job_id for j in without if j.job_id not in in_cluster):
-        owner = store.claim_owner(job_id)
-        running[job_id] = f"pid {owner.get('pid')} on {owner.get('host')}"
-    rerun = {"failed", "diverged"} if retry_failed else set()
-    todo = [j for j in sweep.jobs if j.job_id not in running and j.job_id not in in_cluster
-            and (statuses.get(j.job_id) is None or statuses[j.job_id] in rerun)]
-    return Left(statuses, stale, running, in_cluster, todo, ingested + reconciled, failed_tasks)
-
-
-ExecutorFactory = Callable[..., Executor]
-
-
-def executors() -> dict[str, ExecutorFactory]:
-    """The registry: name -> factory(store=, sweep=, data_root=, pack_size=, on_progress=, **options).
-    Imported lazily: the Slurm executor needs submitit, which a GPU node running local packs may lack."""
-    from harness.executors.local import LocalExecutor
-    from harness.executors.slurm import SlurmExecutor
-
-    return {"local": LocalExecutor.create, "slurm": SlurmExecutor.create}
-
-
-__all__ = ["Executor", "Left", "PackEnded", "Progress", "drive", "executors", "what_is_left"]
+__all__ = ["Executor", "ExecutorKind", "LiveTask", "PackEnded", "Progress", "Tasks", "TasksUnavailable"]

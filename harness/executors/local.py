@@ -1,8 +1,8 @@
 """The local executor: one worker process per visible CUDA device, or one for the CPU.
 
-The driver (the CLI process) hands out packs, relays progress events, and ingests each pack's
-shards as soon as the pack ends, so a killed driver loses at most the packs in flight (and those
-resume from their last saved state). Workers die with their driver.
+The driver hands out packs and relays progress events; it ingests each pack's shards as soon as the
+pack ends, so a killed driver loses at most the packs in flight (and those resume from their last
+saved state). Workers die with their driver, so nothing of a local run outlives it.
 """
 
 from __future__ import annotations
@@ -14,20 +14,33 @@ import time
 from collections.abc import Callable
 
 from harness.db.store import Store
+from harness.executors.base import Tasks
 from harness.executors.worker import RESUME_EVERY, PackEnded, fail_missing, worker_main
 from harness.spec import JobSpec, Pack, Sweep, pack_groups, plan_packs
 from harness.train import Progress, RunOptions
 
 
-def visible_devices(choice: str = "auto") -> list[str]:
-    """'cuda:0', 'cuda:1', ... for every visible GPU, or ['cpu']."""
+def _cuda() -> list[str]:
     import torch
 
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return ["cpu"]
     if not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def _auto() -> list[str]:
+    import torch
+
+    return _cuda() if torch.cuda.is_available() else ["cpu"]
+
+
+# --device: the name a user types -> the devices it means (RuntimeError where there are none)
+DEVICES: dict[str, Callable[[], list[str]]] = {"auto": _auto, "cpu": lambda: ["cpu"], "cuda": _cuda}
+
+
+def visible_devices(choice: str = "auto") -> list[str]:
+    """'cuda:0', 'cuda:1', ... for every visible GPU, or ['cpu'] (see DEVICES)."""
+    return DEVICES[choice]()
 
 
 def default_pack_size(devices: list[str]) -> int:
@@ -37,6 +50,8 @@ def default_pack_size(devices: list[str]) -> int:
 class LocalExecutor:
     """Packs go to one worker process per device, a pack at a time each. A worker that dies (segfault,
     out of memory) fails its pack's jobs and is replaced; the sweep goes on."""
+
+    detached = False  # workers die with their driver: there is never a task to attach to
 
     def __init__(self, store: Store, sweep: Sweep, devices: list[str], data_root: str | None, pack_size: int | None,
                  on_progress: Callable[[Progress], None] = lambda event: None, options: RunOptions = RunOptions(),
@@ -52,6 +67,7 @@ class LocalExecutor:
         self._events = self._ctx.Queue()
         self._pending: list[Pack] = []
         self._workers: dict[str, tuple] = {}  # device -> (process, task queue, pack in flight or None)
+        self.submitted: list[str] = []  # never grows: local packs are not tasks that outlive the driver
 
     @classmethod
     def create(cls, store: Store, sweep: Sweep, data_root: str | None, pack_size: int | None,
@@ -61,6 +77,18 @@ class LocalExecutor:
         if options:
             raise ValueError(f"the local executor takes no {', '.join(sorted(options))} (those are for slurm)")
         return cls(store, sweep, visible_devices(device), data_root, pack_size, on_progress, run_options, save_every)
+
+    @classmethod
+    def live_tasks(cls, store: Store, sweep: Sweep, write: bool) -> Tasks:
+        """None: a local run leaves no task behind."""
+        return Tasks()
+
+    @classmethod
+    def cancel(cls, store: Store, sweep: str) -> list[str]:
+        return []
+
+    def attach(self, task_ids: set[str]) -> None:
+        """Nothing to attach to: local packs never outlive their driver."""
 
     def plan(self, jobs: list[JobSpec]) -> list[Pack]:
         """Packs of `jobs`: of --pack-size, or on GPUs without it as many members as one GPU's free memory
@@ -98,30 +126,28 @@ class LocalExecutor:
                 self._hand_out(device)
 
     def poll(self, timeout: float) -> list[PackEnded]:
+        """Wait up to `timeout` seconds for packs to end; returns early, with what ended so far, once it has
+        relayed progress events, so that whoever watches sees them at once."""
         ended: list[PackEnded] = []
+        relayed = False
         deadline = time.monotonic() + timeout
         while not ended and self.in_flight:
             try:
-                kind, payload = self._events.get(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+                wait = 0.0 if relayed else max(0.05, min(1.0, deadline - time.monotonic()))
+                kind, payload = self._events.get(timeout=wait) if wait else self._events.get_nowait()
             except queue.Empty:
-                if self.store.deferred:  # the database was held by another process: try again now
-                    self.store.ingest_or_defer([])
                 ended.extend(self._reap())
-                if time.monotonic() >= deadline:
+                if relayed or time.monotonic() >= deadline:
                     break
                 continue
             if kind == "progress":
                 self.on_progress(payload)
-                if time.monotonic() >= deadline:
-                    break
+                relayed = True
             elif kind == "pack_done":
-                self.store.ingest_or_defer(payload)
                 device = next(d for d, (_, _, p) in self._workers.items()
                               if p is not None and p.jobs[0].job_id == payload[0])
                 self._hand_out(device)
                 ended.append(PackEnded(payload))
-        if not self.in_flight and self.store.deferred:
-            self.store.ingest_or_defer([])
         return ended
 
     def close(self) -> None:
@@ -158,7 +184,6 @@ class LocalExecutor:
             if pack is not None and not process.is_alive():
                 error = f"worker process on {device} died (exit code {process.exitcode})"
                 ids = fail_missing(self.store, pack, error, device, self.sweep)
-                self.store.ingest_or_defer(ids)
                 for job_id in ids:
                     self.on_progress(Progress("end", job_id))
                 self._workers[device] = (*self._start(device), None)

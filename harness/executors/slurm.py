@@ -3,9 +3,9 @@
 Tasks run `run_pack` on their node (its GPU if it has one) and write shards to the shared run
 folder next to the store. Every task the driver submits is recorded in the store's `submissions`
 table with Slurm's id, so the driver may leave: run again (or `harness sweep status`), it asks Slurm
-(squeue; sacct for the end state where the cluster keeps accounting) about them, re-attaches to the
-tasks still queued or running, ingests the shards of those that ended, and marks failed the jobs of
-tasks that ended without one. Nothing is submitted twice.
+(squeue; sacct for the end state where the cluster keeps accounting) about them (`live_tasks`),
+re-attaches to the tasks still queued or running, ingests the shards of those that ended, and marks
+failed the jobs of tasks that ended without one. Nothing is submitted twice.
 
 A task is a submitit `Checkpointable`: on a time limit or a preemption Slurm signals it, submitit
 requeues it, and the pack goes on from its last resumable state (harness.resume) under the same id.
@@ -22,10 +22,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from harness.db.store import Store, process_running
+from harness.db import submissions
+from harness.db.claims import process_running
+from harness.db.ingest import shard_statuses
+from harness.db.store import Store
+from harness.executors.base import LiveTask, Tasks, TasksUnavailable
 from harness.executors.worker import RESUME_EVERY, PackEnded, fail_missing, run_pack
 from harness.spec import Pack, Sweep, plan_packs
 from harness.train import Progress, RunOptions
@@ -36,18 +39,10 @@ except ImportError:  # pragma: no cover - only where submitit is not installed
     Checkpointable = object  # type: ignore[assignment,misc]
 
 
-@dataclass(frozen=True)
-class LiveTask:
-    """A recorded cluster task that Slurm still has queued or running, with the state it gave."""
-
-    task_id: str
-    state: str
-
-    def __str__(self) -> str:
-        return f"slurm task {self.task_id} ({self.state.lower()})"
+KIND = "slurm"  # the registry's name for this executor, on every task it records
 
 
-class SlurmUnavailable(RuntimeError):
+class SlurmUnavailable(TasksUnavailable):
     """squeue could not be asked (not installed, or the controller does not answer)."""
 
 
@@ -156,14 +151,15 @@ def _alive(pid: str) -> bool:
         return False
 
 
-def close_ended(store: Store, sweep: str, ended: list[dict[str, Any]], specs: dict[str, Any]) -> tuple[int, list]:
-    """Ingest the shards of tasks that left the queue, mark failed the jobs they left without one, and
-    mark the tasks ended. Returns (jobs ingested, ids of the tasks that left jobs without a shard). Tasks
-    no longer open in the store were closed elsewhere: a cancelled task's jobs stay without a result (the
-    next run runs them), and a task that `sweep status` closed is not closed twice."""
+def close_ended(store: Store, sweep: str, ended: list[dict[str, Any]], specs: dict[str, Any]) -> tuple[list, list]:
+    """Mark failed the jobs that tasks which left the queue left without a shard, and mark the tasks
+    ended. Returns (the jobs of those tasks, whose shards are now to be ingested; ids of the tasks that
+    left jobs without a shard). Tasks no longer open in the store were closed elsewhere: a cancelled
+    task's jobs stay without a result (the next run runs them), and a task that `sweep status` closed is
+    not closed twice."""
     if not ended:
-        return 0, []
-    still_open = {s["task_id"] for s in store.open_submissions(sweep)}
+        return [], []
+    still_open = {s["task_id"] for s in submissions.still_open(store, sweep)}
     finals = end_states(s["task_id"] for s in ended if s["cluster"] != "local")
     dead, ids = [], []
     for sub in ended:
@@ -178,21 +174,20 @@ def close_ended(store: Store, sweep: str, ended: list[dict[str, Any]], specs: di
             how = f"in state {final}" if final else "(Slurm keeps no accounting here to say how)"
             fail_missing(store, Pack(jobs), f"slurm task {task} ended {how} without a result", "slurm", sweep)
             dead.append(task)
-    ingested = store.ingest_shards(ids)
     for sub in ended:
         if sub["task_id"] in still_open:
-            store.close_submissions([sub["task_id"]], "ended", finals.get(sub["task_id"], ""))
-    return ingested, dead
+            submissions.close(store, [sub["task_id"]], "ended", finals.get(sub["task_id"], ""))
+    return ids, dead
 
 
-def reconcile(store: Store, sweep: Sweep, write: bool) -> tuple[dict[str, LiveTask], list[str], int]:
-    """Bring the sweep's recorded cluster tasks up to date: (job id -> its task, for tasks still queued or
-    running; ids of tasks that died without shards; jobs ingested). Without `write` nothing changes
-    (tasks that ended are left for the next `sweep run`). Where Slurm cannot be asked, every recorded task
-    counts as still queued: better wait than run a job twice."""
-    subs = store.open_submissions(sweep.name)
+def reconcile(store: Store, sweep: Sweep, write: bool) -> Tasks:
+    """Bring the sweep's recorded cluster tasks up to date: the jobs of tasks still queued or running,
+    the tasks that died without shards, and the jobs of the tasks that ended (their shards to ingest).
+    Without `write` nothing changes (tasks that ended are left for the next `sweep run`). Where Slurm
+    cannot be asked, every recorded task counts as still queued: better wait than run a job twice."""
+    subs = submissions.still_open(store, sweep.name)
     if not subs:
-        return {}, [], 0
+        return Tasks()
     live: dict[str, LiveTask] = {}
     ended = []
     for cluster in sorted({s["cluster"] for s in subs}):
@@ -203,19 +198,19 @@ def reconcile(store: Store, sweep: Sweep, write: bool) -> tuple[dict[str, LiveTa
             states = {s["task_id"]: f"unknown: {exc}" for s in mine}
         for sub in mine:
             if sub["task_id"] in states:
-                live.update(dict.fromkeys(sub["job_ids"], LiveTask(sub["task_id"], states[sub["task_id"]])))
+                live.update(dict.fromkeys(sub["job_ids"], LiveTask(sub["task_id"], states[sub["task_id"]], KIND)))
             else:
                 ended.append(sub)
     if not write:
-        return live, [], 0
-    ingested, dead = close_ended(store, sweep.name, ended, {j.job_id: j for j in sweep.jobs})
-    return live, dead, ingested
+        return Tasks(live)
+    ids, dead = close_ended(store, sweep.name, ended, {j.job_id: j for j in sweep.jobs})
+    return Tasks(live, dead, ids)
 
 
 def cancel(store: Store, sweep: str) -> list[str]:
     """scancel the sweep's recorded tasks that are still queued or running; returns their ids. Their
     jobs get no result: the next `sweep run` runs them (from their last resumable state)."""
-    subs = store.open_submissions(sweep)
+    subs = submissions.still_open(store, sweep)
     cancelled = []
     for cluster in sorted({s["cluster"] for s in subs}):
         mine = [s["task_id"] for s in subs if s["cluster"] == cluster]
@@ -228,7 +223,7 @@ def cancel(store: Store, sweep: str) -> list[str]:
             if done.returncode != 0:
                 raise SlurmUnavailable(f"scancel failed: {done.stderr.strip()}")
         cancelled.extend(sorted(live))
-    store.close_submissions(cancelled, "cancelled", "harness sweep cancel")
+    submissions.close(store, cancelled, "cancelled", "harness sweep cancel")
     return cancelled
 
 
@@ -238,6 +233,8 @@ class SlurmExecutor:
     """Packs become the tasks of one job array per `submit`; `attach` adds tasks an earlier driver
     submitted. `poll` asks squeue which of them left the queue and closes those."""
 
+    detached = True  # tasks outlive the driver on purpose: a driver run again re-attaches to them
+
     def __init__(self, store: Store, sweep: Sweep, data_root: str | None, pack_size: int, executor, cluster: str,
                  on_progress: Callable[[Progress], None] = lambda event: None, poll_seconds: float = 5.0,
                  save_every: int = RESUME_EVERY, options: RunOptions = RunOptions()):
@@ -246,7 +243,7 @@ class SlurmExecutor:
         self.poll_seconds, self.save_every, self.options = poll_seconds, save_every, options
         self.notes: list[str] = []
         self.where = f"slurm ({cluster}, submitit)" if cluster != "local" else "submitit's local cluster"
-        self.submitted = 0
+        self.submitted: list[str] = []  # the tasks this executor submitted
         self._watching: dict[str, list[str]] = {}  # task id -> its job ids
         self._specs = {j.job_id: j for j in sweep.jobs}
 
@@ -262,6 +259,14 @@ class SlurmExecutor:
         return cls(store, sweep, data_root, pack_size or 8, executor, executor.cluster, on_progress,
                    save_every=save_every, options=run_options)
 
+    @classmethod
+    def live_tasks(cls, store: Store, sweep: Sweep, write: bool) -> Tasks:
+        return reconcile(store, sweep, write)
+
+    @classmethod
+    def cancel(cls, store: Store, sweep: str) -> list[str]:
+        return cancel(store, sweep)
+
     def plan(self, jobs: list) -> list[Pack]:
         """Packs of at most pack_size (the nodes' memory is not known from here: --pack-size, default 8)."""
         return plan_packs(jobs, self.pack_size)
@@ -271,8 +276,8 @@ class SlurmExecutor:
         return len(self._watching)
 
     def attach(self, task_ids: set[str]) -> None:
-        """Watch tasks an earlier driver submitted (what_is_left's `in_cluster`)."""
-        for sub in self.store.open_submissions(self.sweep.name):
+        """Watch tasks an earlier driver submitted (live_tasks' `live`)."""
+        for sub in submissions.still_open(self.store, self.sweep.name):
             if sub["task_id"] in task_ids:
                 self._watching[sub["task_id"]] = list(sub["job_ids"])
                 for job_id in sub["job_ids"]:
@@ -284,10 +289,10 @@ class SlurmExecutor:
         n = len(packs)
         tasks = self.executor.map_array(PackTask(), packs, [str(self.store.path)] * n, [self.sweep.name] * n,
                                         [self.data_root] * n, [self.save_every] * n, [self.options] * n)
-        self.submitted += n
         records = [(str(task.job_id), pack.pack_id, [j.job_id for j in pack.jobs])
                    for task, pack in zip(tasks, packs, strict=True)]
-        self.store.add_submissions(self.sweep.name, self.cluster, records)
+        self.submitted.extend(task_id for task_id, _, _ in records)
+        submissions.add(self.store, self.sweep.name, self.cluster, records)
         for task_id, _, job_ids in records:
             self._watching[task_id] = job_ids
             for job_id in job_ids:
@@ -304,7 +309,7 @@ class SlurmExecutor:
             return []
         subs = [{"task_id": task, "cluster": self.cluster, "job_ids": self._watching.pop(task)} for task in ended_ids]
         close_ended(self.store, self.sweep.name, subs, self._specs)
-        statuses = self.store.statuses([j for sub in subs for j in sub["job_ids"]])
+        statuses = shard_statuses(self.store, [j for sub in subs for j in sub["job_ids"]])
         ended = []
         for sub in subs:
             for job_id in sub["job_ids"]:

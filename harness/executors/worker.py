@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from harness.db.ingest import write_shard
 from harness.db.store import Store
 from harness.shards import JobResult
 from harness.spec import Pack
@@ -38,7 +39,7 @@ def run_context() -> dict:
 
 @dataclass(frozen=True)
 class PackEnded:
-    """What an executor yields: a pack whose shards are written and ingested."""
+    """What an executor reports: a pack whose shards are written (the driver ingests them)."""
 
     job_ids: list[str]
 
@@ -48,7 +49,7 @@ def write_results(store: Store, results: list[JobResult], sweep: str) -> None:
     context = run_context()
     for result in results:
         shard = str(store.shard_path(result.job_id))
-        store.write_shard({**result.to_dict(), **context, "sweep": sweep, "shard": shard})
+        write_shard(store, {**result.to_dict(), **context, "sweep": sweep, "shard": shard})
 
 
 def fail_missing(store: Store, pack: Pack, error: str, device: str, sweep: str) -> list[str]:
@@ -78,7 +79,7 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
     except Exception as exc:  # missing data fails the jobs, not the sweep
         return fail_missing(store, pack, f"{type(exc).__name__}: {exc}", device, sweep)
     results = train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir,
-                         resume_dir=store.root / "resume" / pack.pack_id, save_every=save_every,
+                         resume_dir=store.resume_dir(pack.pack_id), save_every=save_every,
                          options=options)
     write_results(store, results, sweep)
     return [job.job_id for job in pack.jobs]

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the store builds the `runs` view from this registry without importing torch
     import torch
 
+    from harness.datasets.base import Dataset
+
 
 @dataclass(frozen=True)
 class Encodings:
@@ -32,6 +34,15 @@ class Encodings:
     factors: torch.Tensor | None = None  # (N, F) factor value indices, where the dataset has factors
     factor_names: tuple[str, ...] = ()
     factor_sizes: tuple[int, ...] = ()
+
+
+def encodings(data: Dataset, split: str, loc: torch.Tensor, scale: torch.Tensor) -> Encodings:
+    """One member's posterior means over `split` (N, L) with the split's labels and factors, on the CPU
+    (metrics are cheap next to training and draw from CPU generators), in the training dtype."""
+    factors = data.test_factors if split == "test" else data.train_factors
+    labels = data.test_y if split == "test" else data.train_y
+    return Encodings(split, loc.detach().cpu(), scale.detach().cpu(), labels.cpu(), data.class_names,
+                     None if factors is None else factors.cpu(), data.factor_names, tuple(data.factor_sizes))
 
 
 @dataclass(frozen=True)

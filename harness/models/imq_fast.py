@@ -1,8 +1,9 @@
-"""Fast pair sums of the 1-D inverse multiquadric kernel used by mmd_dim, with their gradients.
+"""Pair sums of the 1-D inverse multiquadric kernel used by mmd_dim (harness.models.divergences), with their
+gradients: the direct sums, a fast Chebyshev path, and the autograd wrapper that both use.
 
-`imq_pair_sums_fast(a, b, grads)` has the contract of `divergences._imq_pair_sums`: a (G, L, Na), b (G, L, Nb)
--> the (G,) sums over dims d, scales s and all pairs (i, j) of k(a_di - b_dj) = sum_s C / (C + u^2), C = 2 s,
-and, when `grads`, the derivatives of those sums with respect to a and b.
+`imq_pair_sums_fast(a, b, grads)` has the contract of `direct_pair_sums`: a (G, L, Na), b (G, L, Nb) -> the (G,)
+sums over dims d, scales s and all pairs (i, j) of k(a_di - b_dj) = sum_s C / (C + u^2), C = 2 s, and, when
+`grads`, the derivatives of those sums with respect to a and b.
 
 Method (CPU default). The kernel is analytic in the strip |Im u| < sqrt(2 min s) (its poles are at
 u = +-i sqrt(C)), so on every pair of short intervals it is interpolated, to rounding level in float64, by a
@@ -33,8 +34,7 @@ import threading
 
 import torch
 
-# the same scales as harness.models.divergences.MMD_SCALES (not imported: divergences may import this module)
-MMD_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+MMD_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # mmd_dim's kernel scales s
 
 NODES = 20  # Chebyshev polynomials per panel
 PANEL = 0.75  # panel width in units of the smallest pole distance sqrt(2 min s)
@@ -176,8 +176,10 @@ def _cheb_pair_sums(a: torch.Tensor, b: torch.Tensor | None, grads: bool, scales
     return total, grad_a, grad_b
 
 
-def _direct_pair_sums(a: torch.Tensor, b: torch.Tensor, grads: bool, scales: tuple):
-    """The direct sums over all pairs, as divergences._imq_pair_sums (in the input dtype)."""
+def direct_pair_sums(a: torch.Tensor, b: torch.Tensor, grads: bool, scales: tuple = MMD_SCALES):
+    """The direct sums over all pairs (in the input dtype). Works through the dimensions in chunks so that the
+    (G, chunk, Na, Nb) temporaries stay small, and keeps nothing for autograd: the derivative of C / (C + u^2)
+    is -2 u k^2 / C, accumulated over scales while the kernel is at hand."""
     g, latent, na = a.shape
     nb = b.shape[2]
     a, b = a.detach(), b.detach()
@@ -198,7 +200,7 @@ def _direct_pair_sums(a: torch.Tensor, b: torch.Tensor, grads: bool, scales: tup
 
 def imq_pair_sums_fast(a: torch.Tensor, b: torch.Tensor, grads: bool, method: str = "auto",
                        scales: tuple = MMD_SCALES):
-    """(total (G,), grad_a or None, grad_b or None) as divergences._imq_pair_sums(a, b, grads).
+    """(total (G,), grad_a or None, grad_b or None) as direct_pair_sums(a, b, grads, scales).
 
     a (G, L, Na), b (G, L, Nb), float32 or float64, any device. Nothing is kept for autograd. When b is a (the
     same tensor object) the sums over ordered pairs include the diagonal i = j, as the direct sums do, and
@@ -219,7 +221,7 @@ def imq_pair_sums_fast(a: torch.Tensor, b: torch.Tensor, grads: bool, method: st
         result = _cheb_pair_sums(a, None if same else b, grads, scales, max_nodes)
         if result is not None:
             return result
-    return _direct_pair_sums(a, b, grads, scales)
+    return direct_pair_sums(a, b, grads, scales)
 
 
 def imq_self_sums_fast(a: torch.Tensor, grads: bool, method: str = "auto", scales: tuple = MMD_SCALES):
@@ -229,10 +231,25 @@ def imq_self_sums_fast(a: torch.Tensor, grads: bool, method: str = "auto", scale
     return imq_pair_sums_fast(a, a, grads, method, scales)
 
 
+class PairSumWithGradient(torch.autograd.Function):
+    """Autograd wrapper of a pair sum that computes its gradient in the forward pass: `pair_sums(a, b)`
+    returns (total (G,), d total / d a, d total / d b)."""
+
+    @staticmethod
+    def forward(ctx, a, b, pair_sums):
+        total, grad_a, grad_b = pair_sums(a, b)
+        ctx.save_for_backward(grad_a, grad_b)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_a, grad_b = ctx.saved_tensors
+        scale = grad_total.reshape(-1, 1, 1)
+        return grad_a * scale, grad_b * scale, None
+
+
 def imq_pair_sum_fast(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Drop-in for divergences.imq_pair_sum: (G,) kernel sums, differentiable in a and b."""
-    from harness.models.divergences import PairSumWithGradient  # here: divergences may import this module
-
     grads = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
     if not grads:
         return imq_pair_sums_fast(a, b, False)[0]

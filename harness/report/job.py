@@ -22,7 +22,7 @@ from harness.datasets import Dataset, load_dataset  # noqa: E402
 from harness.db.store import Store  # noqa: E402
 from harness.evaluation import load_checkpoint, posteriors, read_spec  # noqa: E402
 from harness.spec import JobSpec  # noqa: E402
-from harness.train import generator  # noqa: E402
+from harness.streams import generator  # noqa: E402
 
 MAX_TRAVERSED = 10  # dims shown by default: those whose posterior means vary most over the test set
 SAMPLE_STREAM = "report:samples"
