@@ -124,6 +124,14 @@ def _half_widths(frame: pl.DataFrame, value: str) -> list[list[float]]:
     return [[m - lo for m, lo in zip(mean, low, strict=True)], [hi - m for m, hi in zip(mean, high, strict=True)]]
 
 
+MARKERS = "osD^vP"  # one per line, so that lines that meet stay apart
+
+
+def _ends(summary: pl.DataFrame, value: str) -> list[float]:
+    """Every mean and interval end of `value` in a summary: what its axis must show."""
+    return [v for column in ("mean", "low", "high") for v in summary[f"{value}_{column}"].to_list() if v is not None]
+
+
 def _n_label(n: int) -> str:
     return "n=1, no interval" if n == 1 else f"n={n}"
 
@@ -243,12 +251,13 @@ def sparsity_vs_alpha(store: Path, out: Path, sel: Selection) -> Figure | None:
     names = [name or line["prior_label"][0] for line, name in zip(lines, names, strict=True)]
     betas = sorted(summary["beta"].unique().to_list())
     at = f" at beta {betas[0]:g}" if len(betas) == 1 else ""
-    plot = style.plot(1, 1, (5.0, 3.4), title=f"Sparsity against alpha{at}, sweep {sel.sweep}")
+    plot = style.plot(1, 1, (6.0, 3.4), title=f"Sparsity against alpha{at}, sweep {sel.sweep}")
     ax = plot.axes[0, 0]
-    for line, name in zip(lines, names, strict=True):
+    for k, (line, name) in enumerate(zip(lines, names, strict=True)):
         first = line.row(0, named=True)
         handle = ax.errorbar(line["alpha"], line["hoyer_mean"], yerr=_half_widths(line, "hoyer"),
-                             fmt="-o" if first["gamma"] else "--s", label=name).lines[0]
+                             linestyle="-" if first["gamma"] else "--", marker=MARKERS[k % len(MARKERS)],
+                             label=name).lines[0]
         if line["n"].n_unique() > 1:  # the points of one line pool different numbers of seeds: say each
             for row in line.iter_rows(named=True):
                 plot.label(ax, row["alpha"], row["hoyer_mean"], f"n={row['n']}", handle.get_color())
@@ -257,8 +266,7 @@ def sparsity_vs_alpha(store: Path, out: Path, sel: Selection) -> Figure | None:
     ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
     ax.minorticks_off()
     plot.axis(ax, "x", "alpha")
-    plot.axis(ax, "y", "hoyer")
-    ax.set_ylim(top=max(0.5, float(summary["hoyer_high"].fill_null(summary["hoyer_mean"]).max()) * 1.15))
+    plot.axis(ax, "y", "hoyer", _ends(summary, "hoyer"))
     plot.legend(ax, title="prior (gamma: weight of the spike)")
     frame = pl.concat([line.with_columns(pl.lit(k).alias("line_id"), pl.lit(name).alias("legend"))
                        for k, (line, name) in enumerate(zip(lines, names, strict=True))])
@@ -319,9 +327,8 @@ def class_magnitudes(store: Path, out: Path, sel: Selection) -> Figure | None:
                    label=name)
         ax.set_title(f"{panel['prior_label']}, alpha {panel['alpha']:g}, beta {panel['beta']:g} "
                      f"(seed {panel['seed']}, job {panel['job_id']})", loc="left")
-        plot.axis(ax, "y", "magnitude")
+        plot.axis(ax, "y", "magnitude", [0.0, *found["value"].to_list()])
         ax.set_xlim(-0.6, dims - 0.4)
-    ax.set_ylim(bottom=0)
     plot.axis(plot.axes[-1, 0], "x", "dimension")
     plot.legend(plot.axes[0, 0], title="class")
     frame = found.join(pl.DataFrame(panels).select("job_id", "alpha", "beta", "gamma", "seed"), on="job_id")
@@ -355,7 +362,7 @@ def clustering_density(store: Path, out: Path, sel: Selection) -> Figure | None:
     alphas, betas = sorted(chosen["alpha"].unique()), sorted(chosen["beta"].unique())
     top = float(grid["value"].max())
     norm = LogNorm(vmin=top / DENSITY_RANGE, vmax=top)
-    plot = style.plot(len(betas), len(alphas), (2.0, 2.0), sharex=True, sharey=True,
+    plot = style.plot(len(betas), len(alphas), (2.0, 1.75), sharex=True, sharey=True,
                       title=f"Aggregate posterior q(z) of the test points, sweep {sel.sweep}: rows beta, "
                             "columns alpha")
     for ax in plot.axes.flat:
@@ -431,9 +438,8 @@ def disentanglement_vs_reconstruction(store: Path, out: Path, sel: Selection) ->
     summary = summary.with_columns(
         pl.Series("line_id", [line_ids.get(r["beta_line"]) for r in rows], dtype=pl.Int64),
         pl.Series("label", texts, dtype=pl.String))
-    plot.axis(ax, "x", "recon_mse")
-    ax.set_xlim(right=float(summary["recon_mse_high"].fill_null(summary["recon_mse_mean"]).max()) * 1.25)
-    plot.axis(ax, "y", "kim_mnih")
+    plot.axis(ax, "x", "recon_mse", _ends(summary, "recon_mse"))
+    plot.axis(ax, "y", "kim_mnih", _ends(summary, "kim_mnih"))
     handles = [Line2D([], [], color=c, marker="o", label=label) for label, c in colours.items()]
     plot.legend(ax, title="prior", handles=handles)
     return _drawn("disentanglement_vs_reconstruction", plot, summary.drop("setting", "line", "beta_line"), runs,
@@ -548,9 +554,8 @@ def angle_information(store: Path, out: Path, sel: Selection) -> Figure | None:
         ax.bar(cor["dim"] + 0.2, cor["value"], 0.4, label="|correlation|")
         ax.set_title(f"{row['prior_label']}, alpha {row['alpha']:g}, beta {row['beta']:g} "
                      f"(seed {row['seed']}, job {row['job_id']})", loc="left")
-        plot.axis(ax, "y", "angle_dependence")
+        plot.axis(ax, "y", "angle_dependence", [0.0, *info["value"].to_list(), *corr["value"].to_list()])
         ax.set_xlim(-0.6, dims - 0.4)
-    ax.set_ylim(0, max(0.1, float(pl.concat([info["value"], corr["value"]]).max()) * 1.1))
     plot.axis(plot.axes[-1, 0], "x", "dimension")
     plot.legend(plot.axes[0, 0], title="with the angle")
     frame = pl.concat([info.with_columns(pl.lit("normalised_mi").alias("stat")),

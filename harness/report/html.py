@@ -90,6 +90,9 @@ table { border-collapse: collapse; width: 100%; }
 th, td { border: 1px solid #ccc; padding: 0.4em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 table.results td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.claims th:nth-child(1) { width: 12%; } table.claims th:nth-child(2) { width: 20%; }
+table.claims th:nth-child(5) { width: 42%; }
+table.claims code { word-break: break-all; }
 .verdict { font-weight: bold; white-space: nowrap; }
 .pass { background: #d7f5dd; color: #135a23; }
 .fail { background: #fbdada; color: #8a1515; }
@@ -101,7 +104,9 @@ section.sweep { border-top: 2px solid #ddd; margin-top: 2.5em; }
 figure { margin: 2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .job { margin: 1em 0; }
-.job img { max-width: 32%; height: auto; vertical-align: top; border: 1px solid #eee; }
+.job .images { display: flex; gap: 1em; align-items: flex-start; }
+.job .images > div { flex: 1; } .job .images > div.tall { flex: 0 0 34%; }
+.job img { max-width: 100%; height: auto; display: block; margin-bottom: 0.5em; border: 1px solid #eee; }
 code { font-size: 0.9em; }
 """
 
@@ -288,8 +293,11 @@ def _jobs(out: Path, anchor: str, sweep: Sweep) -> str:
     blocks = []
     for job in sweep.jobs:
         seed = f", seed {job.seed}" if job.seed is not None else ""
-        images = "".join(f'<a href="{_href(out, p)}"><img src="{_href(out, p)}" alt="{escape(p.stem)}"></a>'
-                         for p in job.paths)
+        links = [f'<a href="{_href(out, p)}"><img src="{_href(out, p)}" alt="{escape(p.stem)}"></a>' for p in job.paths]
+        # reconstructions and prior samples stacked on the left, the (tall) traversals on the right
+        columns = ([f'<div>{"".join(links[:-1])}</div>', f'<div class="tall">{links[-1]}</div>'] if len(links) > 2
+                   else [f"<div>{link}</div>" for link in links])
+        images = f'<div class="images">{"".join(columns)}</div>'
         skipped = f'<p class="skipped">{escape(job.skipped)}</p>' if job.skipped else ""
         blocks.append(f'<div class="job"><h4>{escape(job.setting)}: job <code>{escape(job.job_id)}</code>{seed}</h4>'
                       f"{images}{skipped}</div>")

@@ -60,30 +60,53 @@ CATEGORICAL = "tab10"  # colour for a category (a digit, a prior)
 
 @dataclass(frozen=True)
 class Quantity:
-    """What an axis shows, and its unit or range, as its label says it; `limits` fixes the axis
-    (None: from the data) so that every figure of the quantity shares one scale."""
+    """What an axis shows, with its unit or its range in the label. `bounds` are the values it can take
+    (None: unbounded); an axis fitted to data (Plot.axis with values) spans at least `min_span`, or
+    `min_share` of the largest |value|, so that noise between equal settings is never blown up to fill it."""
 
     label: str
-    limits: tuple[float | None, float | None] | None = None
+    bounds: tuple[float | None, float | None] = (None, None)
+    min_span: float = 0.0
+    min_share: float = 0.0
     ticks: str = "auto"  # "auto": at most 6 round values; "integer": whole numbers only; "own": the figure's
 
 
 QUANTITIES = {
     "alpha": Quantity("alpha, weight of the divergence term\n(symlog axis)", ticks="own"),
     "beta": Quantity("beta, weight of the KL term"),
-    "hoyer": Quantity("normalised Hoyer sparsity of the test codes\n(0 dense, 1 one active dimension)", (0.0, None)),
-    "kim_mnih": Quantity("Kim & Mnih disentanglement\n(vote accuracy, 0-1)", (0.0, 1.0)),
-    "recon_mse": Quantity("reconstruction error\n(MSE per pixel, pixels in [0, 1])", (0.0, None)),
+    "hoyer": Quantity("normalised Hoyer sparsity of the test codes\n(0 dense, 1 one active dimension)", (0.0, 1.0),
+                      min_span=0.25),
+    "kim_mnih": Quantity("Kim & Mnih disentanglement\n(vote accuracy, 0-1)", (0.0, 1.0), min_span=0.25),
+    "recon_mse": Quantity("reconstruction error\n(MSE per pixel, pixels in [0, 1])", (0.0, None), min_share=0.25),
     "nats": Quantity("nats per test example (higher is better)"),
-    "magnitude": Quantity("mean |posterior mean|\n(latent units)"),
+    "magnitude": Quantity("mean |posterior mean|\n(latent units)", (0.0, None)),
     "dimension": Quantity("latent dimension (index)", ticks="integer"),
-    "angle_dependence": Quantity("dependence on the angle\n(0 none, 1 determined)", (0.0, None)),
+    "angle_dependence": Quantity("dependence on the angle\n(0 none, 1 determined)", (0.0, 1.0), min_span=0.1),
     "z1": Quantity("z_1 (latent units)"),
     "z2": Quantity("z_2 (latent units)"),
     "density": Quantity("density of q(z) per unit area of latent space (log scale)"),
     "tsne1": Quantity("t-SNE 1 (no units)"),
     "tsne2": Quantity("t-SNE 2 (no units)"),
 }
+
+
+def fitted(values, q: Quantity, pad: float = 0.1) -> tuple[float, float]:
+    """Axis limits for `values` (finite floats) of quantity `q`: the data, widened to span at least
+    q.min_span and q.min_share of the largest |value| and kept inside q.bounds, plus `pad` of that span at
+    each end (above an upper bound too, so that a point on it is not cut; never below a lower bound, where
+    bars start)."""
+    values = [float(v) for v in values if v is not None and np.isfinite(v)]
+    low, high = min(values), max(values)
+    span = max(high - low, q.min_span, q.min_share * max(abs(low), abs(high)), 1e-12)
+    low, high = (low + high - span) / 2, (low + high + span) / 2
+    floor, ceiling = q.bounds
+    if floor is not None and low < floor:
+        low, high = floor, high + floor - low
+    if ceiling is not None and high > ceiling:
+        low, high = low - (high - ceiling), ceiling
+    low, high = low - pad * span, high + pad * span
+    return (low if floor is None else max(low, floor)), high
+
 
 # What each dataset's full run trains on, for the budget a figure states: (epochs, training examples, whose).
 FULL_BUDGET = {
@@ -133,17 +156,19 @@ class Plot:
     labels: list[PointLabel] = field(default_factory=list)
     scaled: list = field(default_factory=list)  # mappables whose colours have a colour bar or a legend
 
-    def axis(self, ax: Axes, which: str, quantity: str) -> None:
-        """Label the x or y axis with a quantity of QUANTITIES (its unit or range) and fix its limits."""
+    def axis(self, ax: Axes, which: str, quantity: str, values=None) -> None:
+        """Label the x or y axis with a quantity of QUANTITIES (its unit or range); with `values` (what the
+        axis must show, interval ends included) fit its limits to them (`fitted`), else keep it within the
+        quantity's bounds."""
         q = QUANTITIES[quantity]
         (ax.set_xlabel if which == "x" else ax.set_ylabel)(q.label)
         if q.ticks != "own":
             (ax.xaxis if which == "x" else ax.yaxis).set_major_locator(MaxNLocator(6, integer=q.ticks == "integer"))
-        if q.limits is not None:
-            low, high = q.limits
-            setter = ax.set_xlim if which == "x" else ax.set_ylim
-            pad = 0.02 * (high - low) if high is not None and low is not None else 0.0
-            setter(None if low is None else low - pad, None if high is None else high + pad)
+        setter = ax.set_xlim if which == "x" else ax.set_ylim
+        if values is not None:
+            setter(*fitted(values, q, pad=LABEL_MARGIN))
+        elif q.bounds != (None, None):
+            setter(*q.bounds)
 
     def label(self, ax: Axes, x: float, y: float, text: str, color: str = "0.2") -> None:
         """A label for the point (x, y) in data coordinates, placed by `save` where it overlaps nothing."""
