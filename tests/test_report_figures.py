@@ -153,6 +153,8 @@ def test_each_figure_states_its_budget_against_the_full_runs(reports):
 def test_the_page_has_a_results_table_per_sweep(reports):
     rot = _rows(reports / "results-rot.csv")
     assert len(rot) == 6 and {r["n"] for r in rot} == {"1", "2"}
+    assert {r["label"] for r in rot} >= {"spike-and-slab, gamma 0.8, alpha 100, beta 10",
+                                         "Gaussian (gamma 0), alpha 0, beta 1"}
     page = (reports / "index.html").read_text()
     assert page.count('<table class="results">') == 2 and 'id="results-rot"' in page
     assert "alpha 0, beta 1" not in page.split('id="results-rot"')[1].split("</table>")[0]  # columns, not words

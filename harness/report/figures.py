@@ -181,8 +181,12 @@ def setting_parts(rows: list[dict], leave_out: tuple[str, ...] = ()) -> list[dic
 def distinguish(rows: list[dict], leave_out: tuple[str, ...] = ()) -> list[str]:
     """setting_parts in one line per row: 'alpha 100, beta 10', 'spike-and-slab, gamma 0.8, beta 4', ''
     where nothing is left."""
-    return [", ".join(v if k == "prior" else f"{k} {v}" for k, v in parts.items())
-            for parts in setting_parts(rows, leave_out)]
+    return [in_words(parts) for parts in setting_parts(rows, leave_out)]
+
+
+def in_words(parts: dict[str, str]) -> str:
+    """{'prior': 'Gaussian (gamma 0)', 'alpha': '100'} -> 'Gaussian (gamma 0), alpha 100'."""
+    return ", ".join(v if k == "prior" else f"{k} {v}" for k, v in parts.items())
 
 
 def _colours(labels: list[str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ import polars as pl
 from harness import stats
 from harness.db import queries
 from harness.numerics import NUMERICS_VERSION
-from harness.report.figures import setting_parts, summarise, with_settings
+from harness.report.figures import in_words, setting_parts, summarise, with_settings
 from harness.report.html import JobImages
 
 # The values a results table shows where the sweep has them, in this order, with their column names.
@@ -60,8 +60,7 @@ def results_table(store: Path, sweep: str, numerics: int | None = NUMERICS_VERSI
         cells.append(str(row["n"]))
         cells += [_cell(row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"]) for m in metrics]
         rows.append(cells)
-    frame = table.with_columns(pl.Series("label", [", ".join(f"{k} {v}" for k, v in p.items()) for p in parts],
-                                         dtype=pl.String)).drop("setting")
+    frame = table.with_columns(pl.Series("label", [in_words(p) for p in parts], dtype=pl.String)).drop("setting")
     return Results(sweep, settings, metrics, rows, frame)
 
 
@@ -87,7 +86,7 @@ def representatives(store: Path, sweep: str, numerics: int | None = NUMERICS_VER
     chosen = runs.group_by("setting", maintain_order=True).first().sort(["prior_label", "beta", "alpha", "setting"])
     rows = chosen.to_dicts()
     for row, parts in zip(rows, setting_parts(rows), strict=True):
-        row["label"] = ", ".join(v if k == "prior" else f"{k} {v}" for k, v in parts.items()) or "the one setting"
+        row["label"] = in_words(parts) or "the one setting"
     return rows
 
 
