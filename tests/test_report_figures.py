@@ -207,3 +207,14 @@ def test_budget_says_epochs_and_data_against_the_papers():
                          "arch": "conv32", "epochs": 8}, 1)
     runs = pl.DataFrame({"spec": [__import__("json").dumps(spec.to_dict())]})
     assert style.budget(runs) == "8 epochs of 10,000 training examples (the paper: 80 epochs of 60,000)"
+
+
+def test_jobs_without_a_checkpoint_are_named_on_the_page_not_drawn(store, tmp_path):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["report", "figures", "--store", str(store.path), "--out", str(out),
+                                      "--sweep", "pin", "--only", "clustering_density"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "job images of pin: 4 of 4 jobs incomplete" in result.output
+    page = (out / "index.html").read_text()
+    assert page.count('<div class="job">') == 4 and page.count('<p class="skipped">') == 4
+    assert "no checkpoint" in page and 'id="jobs-pin"' in page
