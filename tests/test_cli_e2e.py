@@ -71,7 +71,7 @@ def test_figures_are_built_from_the_store_with_their_numbers(finished, tmp_path)
             assert (out / f"{name}.{suffix}").stat().st_size > 0
     rows = list(csv.DictReader((out / "sparsity_vs_alpha-tiny.csv").open()))
     assert len(rows) == 4  # (beta, gamma, alpha) points, one seed each
-    assert all(r["n"] == "1" and r["prior_label"] in ("Gaussian (sparse, gamma 0)", "sparse, gamma 0.8") for r in rows)
+    assert all(r["n"] == "1" and r["prior_label"] in ("Gaussian (gamma 0)", "spike-and-slab, gamma 0.8") for r in rows)
     _, expected = run_query(store, "SELECT alpha, gamma, hoyer, job_id FROM runs")
     by_setting = {(a, g): (h, j) for a, g, h, j in expected}
     for row in rows:

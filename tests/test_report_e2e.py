@@ -125,7 +125,11 @@ def test_every_experiment_reaches_its_figures_and_claims(tmp_path):
         for suffix in ("png", "pdf", "csv"):
             assert (out / f"{figure}.{suffix}").stat().st_size > 0, figure
     page = (out / "index.html").read_text()
-    assert page.count("<img") == 10 and "clustering.beta_destroys" in page
+    assert page.count('<figure id="fig-') == 10 and "clustering.beta_destroys" in page
+    # the report-job images of one job per setting: pinwheel (3 settings) has reconstructions and prior
+    # samples, the image sweeps (4 + 5 settings) traversals too; each drawn from its checkpoint
+    assert page.count('<div class="job">') == 3 + 4 + 5
+    assert page.count("<img") == 10 + 3 * 2 + (4 + 5) * 3 and '<p class="skipped">' not in page
     result = CliRunner().invoke(app, ["report", "claims", "--store", store, "--single-seed"])
     assert result.exit_code in (0, 1), result.output  # a FAIL is a verdict, not a crash
     for claim in ("clustering.beta_destroys", "clustering.alpha_keeps", "independence.structured_better",

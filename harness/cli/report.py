@@ -66,18 +66,25 @@ def figures(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports")
             all_versions: AllVersionsOption = False,
             single_seed: Annotated[bool, typer.Option("--single-seed", help="Claims on the page decide settings "
                                                       "with one seed on their means (see `report claims`).")]
-            = False) -> None:
-    """Write every figure the store has data for (PNG, PDF and the CSV of the plotted numbers), check the
-    claims, and write OUT/index.html, which shows them all with their provenance.
+            = False,
+            job_images: Annotated[bool, typer.Option("--job-images/--no-job-images", help="Draw the `report job` "
+                                                     "images of one job per setting for the page.")] = True,
+            data_root: DataRootOption = None) -> None:
+    """Write every figure the store has data for (PNG, PDF and the CSV of the plotted numbers), a results
+    table per sweep, the `report job` images of one job per setting, check the claims (docs/claims.md),
+    and write OUT/index.html, which shows them all, a section per sweep, with their provenance.
 
     Each figure is drawn per sweep (files FIGURE-SWEEP.png) from the jobs of the current numerics
-    version (see harness/numerics.py), unless --numerics or --all-versions says otherwise.
+    version (see harness/numerics.py), unless --numerics or --all-versions says otherwise. Job images
+    already in OUT are kept: a job id fixes its model.
 
     Example: harness report figures --store runs/harness.duckdb --out reports
     """
+    from harness.db import queries
     from harness.report.claims import check_claims
     from harness.report.figures import FIGURES, build_all
-    from harness.report.html import write_index
+    from harness.report.html import Sweep, Table, write_index
+    from harness.report.results import INTERVAL_NOTE, draw_job_images, representatives, results_table
 
     unknown = [name for name in only or [] if name not in FIGURES]
     if unknown:
@@ -99,9 +106,27 @@ def figures(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports")
     if not drawn:
         console.print("no figure has data in the store yet" + ("" if all_versions else
                       f" (numerics {numerics}; --all-versions for older results)"))
+    descriptions = queries.sweep_descriptions(store)
+    sections = []
+    for name in sweeps:
+        results = results_table(Path(store), name, version)
+        table = None
+        if results is not None:
+            csv = out / f"results-{name}.csv"
+            results.frame.write_csv(csv)
+            table = Table(results.columns, results.rows, INTERVAL_NOTE, csv)
+        jobs = []
+        if job_images:
+            for row in representatives(Path(store), name, version):
+                jobs.append(draw_job_images(Path(store), row, out, data_root_str(data_root)))
+            missing = [j for j in jobs if j.skipped]
+            if missing:
+                console.print(f"job images of {name}: {len(missing)} of {len(jobs)} jobs incomplete "
+                              f"({missing[0].skipped})", highlight=False)
+        sections.append(Sweep(name, descriptions.get(name, ""), table, [j for j in jobs if j.paths or j.skipped]))
     claims = check_claims(Path(store), version, sweeps, single_seed)
     page = write_index(out, drawn, claims, title="harness report", store=str(store),
-                       generated=datetime.now().strftime("%Y-%m-%d %H:%M"))
+                       generated=datetime.now().strftime("%Y-%m-%d %H:%M"), sweeps=sections)
     console.print(f"{len(claims)} claims checked; open {page}")
 
 

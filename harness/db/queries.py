@@ -25,6 +25,12 @@ def sweeps(store: str | Path) -> list[str]:
     return _frame(store, "SELECT name FROM sweeps ORDER BY name")["name"].to_list()
 
 
+def sweep_descriptions(store: str | Path) -> dict[str, str]:
+    """Each sweep's description, as its file's [sweep] table gives it."""
+    frame = _frame(store, "SELECT name, coalesce(description, '') AS description FROM sweeps ORDER BY name")
+    return dict(zip(frame["name"].to_list(), frame["description"].to_list(), strict=True)) if frame.height else {}
+
+
 def finished_runs(store: str | Path, sweep: str, numerics: int | None) -> pl.DataFrame:
     """One row per finished job of `sweep` (listed by it now, or run under its name before) computed under
     numerics version `numerics` (None: every version): the `runs` columns plus the spec, the learnt-or-not
