@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 
 from harness.db import submissions, sweeps
-from harness.db.store import Store, StoreDamaged, StoreLocked, atomic_write_json, open_read_only, timestamp
+from harness.db.store import Store, StoreDamaged, StoreLocked, atomic_write_json, insert_rows, open_read_only, timestamp
 from harness.shards import ShardError, read_evaluation, read_shard
 
 JOB_TABLES = ("jobs", "epochs", "metrics", "dim_stats", "points", "artifacts")
@@ -190,20 +190,16 @@ def ingest_result(con, result: dict[str, Any]) -> None:
              result.get("peak_memory_bytes"), result.get("git_commit", ""),
              json.dumps(result.get("versions", {}), sort_keys=True), result.get("shard", ""),
              json.dumps(result.get("run_options", {}), sort_keys=True)])
-        epochs = result.get("epochs", [])
-        if epochs:
-            con.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            [[job_id, e["epoch"], e["loss"], e["recon"], e["kl"], e["reg"], e["seconds"],
-                              e["samples_per_second"]] for e in epochs])
+        insert_rows(con, "epochs", ("job_id", "epoch", "loss", "recon", "kl", "reg", "seconds", "samples_per_second"),
+                    [[job_id, e["epoch"], e["loss"], e["recon"], e["kl"], e["reg"], e["seconds"],
+                      e["samples_per_second"]] for e in result.get("epochs", [])])
         _insert_metrics(con, job_id, result.get("metrics", []), result.get("dim_stats", []) + [
             # shards from before the metric registry kept the class magnitudes apart
             {"split": s["split"], "metric": "class_magnitudes", "stat": "mean_abs_loc", "dim": s["dim"],
              "key": s["class_name"], "key_index": s["class_index"], "value": s["mean_abs_loc"]}
             for s in result.get("latent_stats", [])], result.get("points", []))
-        artifacts = result.get("artifacts", [])
-        if artifacts:
-            con.executemany("INSERT INTO artifacts VALUES (?, ?, ?)",
-                            [[job_id, a["kind"], a["path"]] for a in artifacts])
+        insert_rows(con, "artifacts", ("job_id", "kind", "path"),
+                    [[job_id, a["kind"], a["path"]] for a in result.get("artifacts", [])])
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -217,18 +213,15 @@ def _legacy_metric(name: str) -> str:
 
 def _insert_metrics(con, job_id: str, metrics: list[dict[str, Any]], dim_stats: list[dict[str, Any]],
                     points: list[dict[str, Any]]) -> None:
-    if metrics:
-        con.executemany("INSERT INTO metrics (job_id, split, name, value, metric, version) VALUES (?, ?, ?, ?, ?, ?)",
-                        [[job_id, m["split"], m["name"], m["value"], m.get("metric", _legacy_metric(m["name"])),
-                          m.get("version", 1)] for m in metrics])
-    if dim_stats:
-        con.executemany("INSERT INTO dim_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [[job_id, r["split"], r["metric"], r["stat"], r["dim"], r["key"], r["key_index"], r["value"]]
-                         for r in dim_stats])
-    if points:
-        con.executemany("INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [[job_id, p["split"], p["metric"], p["idx"], p["x"], p["y"], p["value"], p["label"],
-                          p["factor"]] for p in points])
+    insert_rows(con, "metrics", ("job_id", "split", "name", "value", "metric", "version"),
+                [[job_id, m["split"], m["name"], m["value"], m.get("metric", _legacy_metric(m["name"])),
+                  m.get("version", 1)] for m in metrics])
+    insert_rows(con, "dim_stats", ("job_id", "split", "metric", "stat", "dim", "key", "key_index", "value"),
+                [[job_id, r["split"], r["metric"], r["stat"], r["dim"], r["key"], r["key_index"], r["value"]]
+                 for r in dim_stats])
+    insert_rows(con, "points", ("job_id", "split", "metric", "idx", "x", "y", "value", "label", "factor"),
+                [[job_id, p["split"], p["metric"], p["idx"], p["x"], p["y"], p["value"], p["label"], p["factor"]]
+                 for p in points])
 
 
 def ingest_evaluation(con, shard: dict[str, Any]) -> None:

@@ -245,3 +245,15 @@ def run_query(path: str | Path, sql: str, params: list[Any] | None = None, timeo
                 closable.close()
             except duckdb.Error:  # still marked busy after an interrupted statement; dropped all the same
                 pass
+
+
+def insert_rows(con, table: str, columns: tuple[str, ...], rows: list[list[Any]]) -> None:
+    """Insert `rows` into `table` in one statement: each column goes in as one list parameter, zipped back
+    into rows by unnest. DuckDB's executemany costs about a millisecond a row (2.2 s for one pinwheel
+    job's points), this a few milliseconds in all."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    unnests = ", ".join(f"unnest(?) AS {c}" for c in columns)
+    con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM (SELECT {unnests})",
+                [list(column) for column in zip(*rows, strict=True)])

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.db import claims
-from harness.db.store import Store, atomic_write_json
+from harness.db.store import Store, atomic_write_json, insert_rows
 from harness.numerics import NUMERICS_VERSION
 
 
@@ -48,7 +48,7 @@ def write(con, name: str, path: str, description: str, toml: str, job_ids: list[
     con.execute("""INSERT OR REPLACE INTO sweeps (name, path, description, toml, updated)
                    VALUES (?, ?, ?, ?, current_timestamp)""", [name, path, description, toml])
     con.execute("DELETE FROM sweep_jobs WHERE sweep = ?", [name])
-    con.executemany("INSERT INTO sweep_jobs VALUES (?, ?)", [[name, j] for j in job_ids])
+    insert_rows(con, "sweep_jobs", ("sweep", "job_id"), [[name, j] for j in job_ids])
     con.execute("COMMIT")
 
 
