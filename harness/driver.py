@@ -21,7 +21,7 @@ from harness.db import claims, jobs, submissions, sweeps
 from harness.db.ingest import Ingest, SetAside, shard_statuses
 from harness.db.store import Store
 from harness.executors.base import Executor, LiveTask, Tasks
-from harness.executors.local import default_pack_size, visible_devices
+from harness.executors.local import default_pack_size, plan_cpu, visible_devices
 from harness.executors.registry import EXECUTORS
 from harness.executors.worker import RESUME_EVERY
 from harness.spec import JobSpec, Pack, Sweep, parse_sweep, plan_packs
@@ -234,14 +234,19 @@ class Plan:
     packs: list[Pack]
     size: int
     devices: list[str]
+    notes: tuple[str, ...] = ()  # on a CPU: the workers and threads of each kind of pack, and why
 
 
-def plan_sweep(store: Store, sweep: Sweep, pack_size: int | None = None, device: str = "auto") -> Plan:
+def plan_sweep(store: Store, sweep: Sweep, pack_size: int | None = None, device: str = "auto",
+               workers: int | None = None, threads: int | None = None) -> Plan:
     """The plan of a local run, changing nothing in the store. StoreUnavailable where the database cannot
     be read; RuntimeError for a device that is not there."""
     left = what_is_left(store, sweep, write=False)
     devices = visible_devices(device)
     size = pack_size or default_pack_size(devices)
+    if devices == ["cpu"] and left.todo:
+        planned = plan_cpu(left.todo, size, workers, threads)
+        return Plan(left, planned.packs, size, devices, tuple(planned.notes))
     return Plan(left, left.packs(size), size, devices)
 
 

@@ -50,10 +50,16 @@ class RunOptions:
     cudnn.benchmark = False), so the same job twice gives the same bits on one machine. False is the
     switch that trades this for speed: cuDNN autotunes its convolution algorithms (benchmark = True) and
     may pick nondeterministic ones; gpu_check.py measures what determinism costs grouped convolutions.
+    threads: on a CPU, torch's intra-op threads for the pack (harness.workers chooses them by the pack's
+    size). The thread count can change the order of floating-point reductions and so a job's numbers in
+    their last digits (which training can grow, to about 2% of the ELBO after 50 steps): the same spec,
+    seed, machine and thread count give the same bits, and each job records its threads and workers.
     """
 
     compile: bool = False
     deterministic: bool = True
+    threads: int = 0  # torch's intra-op threads on a CPU (0: leave torch's default); harness.workers decides
+    workers: int = 0  # CPU workers that ran beside each other (0: not decided by the local executor)
 
 
 @dataclass(frozen=True)
@@ -193,9 +199,13 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
     # same spec and seed, same numbers on the same machine: no autotuned, nondeterministic kernels
     torch.backends.cudnn.deterministic = options.deterministic
     torch.backends.cudnn.benchmark = not options.deterministic
+    if device.type == "cpu" and options.threads:
+        torch.set_num_threads(options.threads)
     for m in members:
         m.result.run_options = {"compile": options.compile, "compiled": options.compile, "compile_error": "",
                                 "deterministic": options.deterministic}
+        if device.type == "cpu":  # the thread count may change the last digits (reductions' order)
+            m.result.run_options.update(threads=torch.get_num_threads(), workers=options.workers or 1)
         progress(Progress("start", m.job.job_id, 0, m.job.epochs))
     try:
         with _no_distribution_checks():

@@ -52,5 +52,6 @@ def test_how_a_pack_ran_is_stored_with_each_job(tiny_sweep, tmp_path):
                                       "--cudnn-benchmark", "--pack-size", "4"])
     assert result.exit_code == 0, result.output
     _, rows = run_query(store, "SELECT DISTINCT run_options FROM jobs")
+    # on a CPU with the threads and workers it ran with (harness.workers: a small pack, one thread)
     assert [json.loads(r[0]) for r in rows] == [{"compile": False, "compiled": False, "compile_error": "",
-                                                 "deterministic": False}]
+                                                 "deterministic": False, "threads": 1, "workers": 1}]

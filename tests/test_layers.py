@@ -19,7 +19,7 @@ LAYERS = [
     ("data, models and metrics", ("harness.datasets", "harness.models", "harness.metrics")),
     ("what a job is and what it leaves", ("harness.spec", "harness.shards")),
     ("the store", ("harness.db",)),
-    ("computing", ("harness.train", "harness.packing", "harness.evaluation", "harness.bench")),
+    ("computing", ("harness.train", "harness.packing", "harness.workers", "harness.evaluation", "harness.bench")),
     ("executors", ("harness.executors",)),
     ("reports", ("harness.report",)),
     ("the driver", ("harness.driver",)),

@@ -39,6 +39,12 @@ SweepFile = Annotated[Path, typer.Argument(help="A sweep file (TOML), e.g. sweep
 PackOption = Annotated[int | None, typer.Option("--pack-size", min=1,
                                                 help="Most jobs trained as one grouped network "
                                                      "(default: 1 on the CPU, 8 on a GPU).")]
+WorkersOption = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="CPU worker processes training at once (default: by each pack's size, "
+                             "harness.workers; tiny models get one per core).")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="torch threads of each CPU worker (default: by each pack's size, 1 for tiny "
+                             "models). The thread count can change a job's last digits; each job records it.")]
 # the choices come from the registries
 Executor = StrEnum("Executor", {name: name for name in EXECUTORS})
 Device = StrEnum("Device", {name: name for name in DEVICES})
@@ -53,7 +59,7 @@ def _short(value) -> str:
 
 @app.command()
 def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: PackOption = None,
-         device: DeviceOption = Device.auto) -> None:
+         device: DeviceOption = Device.auto, workers: WorkersOption = None, threads: ThreadsOption = None) -> None:
     """Show the jobs of a sweep (done / failed / running / pending) and how they will be packed.
 
     The same rule as `sweep run` decides what is left (harness.driver.what_is_left); plan changes
@@ -63,7 +69,7 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
     """
     sweep = load_sweep_file(sweep_file)
     try:
-        planned = plan_sweep(Store(store), sweep, pack_size, device.value)
+        planned = plan_sweep(Store(store), sweep, pack_size, device.value, workers, threads)
     except StoreUnavailable as exc:
         fail(str(exc))
     except RuntimeError as exc:  # a device that is not there
@@ -89,6 +95,8 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
                   f"{counts['diverged']} diverged, " + (f"{counts['running']} running, " if counts["running"] else "")
                   + f"{counts['pending']} pending -> {len(planned.packs)} packs of at most {planned.size} on "
                   f"{', '.join(planned.devices)}")
+    for note in planned.notes:
+        console.print(note, highlight=False)
     tasks = sorted({str(task) for task in left.in_tasks.values()})
     if tasks:
         console.print(f"{len(tasks)} Slurm tasks of an earlier driver are queued or running: {', '.join(tasks)}; "
@@ -103,7 +111,7 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
 def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: PackOption = None,
         device: DeviceOption = Device.auto, retry_failed: Annotated[bool, typer.Option(
             "--retry-failed", help="Run failed and diverged jobs again.")] = False,
-        data_root: DataRootOption = None,
+        data_root: DataRootOption = None, workers: WorkersOption = None, threads: ThreadsOption = None,
         executor: Annotated[Executor, typer.Option("--executor", help="local: this machine's GPUs or CPU; "
                                                    "slurm: one job-array task per pack (submitit).")]
         = Executor.local,
@@ -140,7 +148,9 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
     if executor != "slurm" and (slurm or slurm_cluster):
         fail("--slurm and --slurm-cluster need --executor slurm", 2)
     options = ({"parameters": slurm or [], "cluster": slurm_cluster} if executor == "slurm"
-               else {"device": device.value})
+               else {"device": device.value, "workers": workers, "threads": threads})
+    if executor == "slurm" and (workers or threads):
+        fail("--workers and --threads are for the local executor on a CPU (on Slurm: --slurm cpus_per_task=N)", 2)
     events = run_sweep(Store(store), sweep, executor.value, retry_failed=retry_failed, data_root=root,
                        pack_size=pack_size, options=options, save_every=save_every,
                        run_options=RunOptions(compile=compile, deterministic=not cudnn_benchmark))
@@ -152,7 +162,8 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
             finally:
                 display.stop()
     except ExecutorRefused as exc:
-        fail(f"--{'slurm' if executor == 'slurm' else 'device'}: {exc}", 2)
+        fail(f"--{'slurm' if executor == 'slurm' else 'device'}: {exc}" if not str(exc).startswith("--")
+             else str(exc), 2)
     except SweepConflict as exc:
         fail(str(exc), 2)
     except (StoreUnavailable, StoreWriteError) as exc:

@@ -124,5 +124,7 @@ def worker_main(device: str, store_path: str, sweep: str, data_root: str | None,
             continue
         if pack is None:
             return
+        if isinstance(pack, tuple):  # (pack, how it runs): on a CPU each pack brings its threads
+            pack, options = pack
         ids = run_pack(pack, store, sweep, device, data_root, report, save_every, options)
         events.put(("pack_done", ids))
