@@ -88,7 +88,8 @@ def run_suites(paths: list[str], extra_args: list[str] | None = None) -> BenchRu
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     commit, stamp = git_commit(), fingerprint(info)
     rows = [{"run_id": run_id, "suite": b["fullname"].split("::")[0], "case_name": b["name"],
-             "params": json.dumps(b.get("params") or {}, sort_keys=True), "mean": b["stats"]["mean"],
+             "params": json.dumps(b.get("params") or {}, sort_keys=True),
+             "extra": json.dumps(b.get("extra_info") or {}, sort_keys=True), "mean": b["stats"]["mean"],
              "stddev": b["stats"]["stddev"], "median": b["stats"]["median"], "min": b["stats"]["min"],
              "max": b["stats"]["max"], "rounds": b["stats"]["rounds"], "git_commit": commit,
              "numerics": NUMERICS_VERSION, "fingerprint": stamp, "machine": json.dumps(info, sort_keys=True)}

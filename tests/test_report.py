@@ -136,17 +136,21 @@ def test_iwae_is_plotted_next_to_the_elbo_where_it_was_asked_for(tmp_path):
 
 def test_timings_are_per_model_epoch_by_device_pack_and_commit(tmp_path):
     store = Store(tmp_path / "h.duckdb")
-    specs = [job(0, 0.8, 1), job(1000, 0.8, 1)]
+    specs = [job(0, 0.8, 1), job(1000, 0.8, 1), job(100, 0.8, 1)]
     sweeps.register(store, "t", "-", "", "", [s.job_id for s in specs])
     with store.connect() as con:
-        for spec, pack in zip(specs, (1, 4), strict=True):
+        for spec, pack, ran in zip(specs, (1, 4, 1), ({}, {}, {"threads": 1, "workers": 2}), strict=True):
             ingest_result(con, {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "done", "sweep": "t",
                                 "numerics": NV, "device": "cpu", "pack_size": pack, "git_commit": "abcdef123",
+                                "run_options": ran,
                                 "epochs": [{"epoch": e, "loss": 1.0, "recon": 1.0, "kl": 1.0, "reg": 0.0,
                                             "seconds": 8.0, "samples_per_second": 100.0} for e in (1, 2, 3)]})
     out = tmp_path / "r"
     result = CliRunner().invoke(app, ["report", "timings", "--store", str(store.path), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    rows = {int(r["pack_size"]): r for r in csv.DictReader((out / "timings-t.csv").open())}
+    rows = {(int(r["pack_size"]), int(r["workers"])): r for r in csv.DictReader((out / "timings-t.csv").open())}
+    assert sorted(rows) == [(1, 0), (1, 2), (4, 0)]  # workers x threads apart: 0 where a job did not record them
+    rows = {pack: rows[(pack, 0)] for pack in (1, 4)}
     assert float(rows[1]["seconds_per_model_epoch"]) == 8.0 and float(rows[4]["seconds_per_model_epoch"]) == 2.0
+    assert "2 x 1" in result.output
     assert rows[4]["git_commit"] == "abcdef1" and "8.00" in result.output and "2.00" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -43,12 +44,18 @@ def run_command(store: StoreOption = DEFAULT_STORE,
     except StoreUnavailable as exc:
         fail(str(exc))
     table = Table(title=f"benchmark run {result.run_id}", title_justify="left")
-    for column in ("case", "median", "mean", "stddev", "rounds"):
-        table.add_column(column, justify="left" if column == "case" else "right")
+    for column in ("case", "median", "mean", "stddev", "rounds", "measured beside it"):
+        table.add_column(column, justify="left" if column in ("case", "measured beside it") else "right")
     for row in result.rows:
         table.add_row(escape(row["case_name"]), _ms(row["median"]), _ms(row["mean"]), _ms(row["stddev"]),
-                      str(row["rounds"]))
+                      str(row["rounds"]), escape(_extra(row.get("extra"))))
     console.print(table)
+
+
+def _extra(extra: str | None) -> str:
+    """A case's extra info (its ratios, for the CPU suite) as `key value` pairs."""
+    values = json.loads(extra or "{}")
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(values.items()))
 
 
 def _ms(seconds: float | None) -> str:

@@ -191,7 +191,8 @@ def job(job_id: Annotated[str, typer.Argument(help="A job id (see `harness db qu
 @app.command("timings")
 def timings_command(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports"),
                     sweep: SweepOption = None) -> None:
-    """Seconds per model-epoch and samples per second by device, pack size and commit, from the epochs
+    """Seconds per model-epoch and samples per second by device, pack size, CPU workers x threads and commit,
+    from the epochs
     and jobs of real sweeps (a figure per sweep, and the table).
 
     Example: harness report timings --store runs/harness.duckdb
@@ -202,10 +203,11 @@ def timings_command(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("r
     sweeps = _open(store, sweep)
     built = build_all(Path(store), out, ["timings"], None, sweeps)
     table = Table(title="training speed (medians)", title_justify="left")
-    for column in ("sweep", "device", "pack", "commit", "jobs", "s / model-epoch", "samples / s"):
+    for column in ("sweep", "device", "pack", "workers x threads", "commit", "jobs", "s / model-epoch", "samples / s"):
         table.add_column(column, justify="left" if column in ("sweep", "device", "commit") else "right")
     for t in timings(store, sweeps):
-        table.add_row(t.sweep, t.device, str(t.pack_size), t.commit or "?", str(t.jobs),
+        table.add_row(escape(t.sweep), t.device, str(t.pack_size), f"{t.workers} x {t.threads}" if t.threads else "",
+                      t.commit or "?", str(t.jobs),
                       f"{t.seconds_per_model_epoch:.2f}", f"{t.samples_per_second:,.0f}")
     console.print(table)
     for figure in (f for f in built.values() if f is not None):

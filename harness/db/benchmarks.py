@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.db.store import Store
+from harness.db.store import Store, insert_rows
 
 COLUMNS = ("run_id", "suite", "case_name", "params", "mean", "stddev", "median", "min", "max", "rounds",
-           "git_commit", "numerics", "fingerprint", "machine")
+           "git_commit", "numerics", "fingerprint", "machine", "extra")
 
 
 def add(store: Store, rows: list[dict[str, Any]]) -> None:
     with store.connect() as con:
-        con.executemany(f"INSERT INTO benchmarks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})",
-                        [[row[c] for c in COLUMNS] for row in rows])
+        insert_rows(con, "benchmarks", COLUMNS, [[row.get(c) for c in COLUMNS] for row in rows])
 
 
 def runs(store: Store, fingerprint: str) -> list[tuple[str, str]]:

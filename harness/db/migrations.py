@@ -109,6 +109,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (7, "run options of jobs", [
         "ALTER TABLE jobs ADD COLUMN run_options JSON",
     ]),
+    # what a benchmark case measured beside its time, e.g. a ratio of two things timed side by side
+    (8, "benchmark extra info", [
+        "ALTER TABLE benchmarks ADD COLUMN extra JSON",
+    ]),
 ]
 
 

@@ -60,17 +60,21 @@ def points(store: str | Path, job_ids: list[str], metric: str) -> pl.DataFrame:
 
 
 def epoch_timings(store: str | Path, sweep: str) -> pl.DataFrame:
-    """Per finished job of `sweep`: device, pack size, commit and arch, with its median epoch seconds,
-    seconds per model-epoch (a pack's epoch trains pack_size models) and samples per second."""
+    """Per finished job of `sweep`: device, pack size, CPU threads and workers (0 where not recorded: a GPU,
+    or a job from before they were), commit and arch, with its median epoch seconds, seconds per
+    model-epoch (a pack's epoch trains pack_size models) and samples per second."""
     return _frame(store, """
-        SELECT j.job_id, j.device, j.pack_size, coalesce(left(j.git_commit, 7), '') AS git_commit,
+        SELECT j.job_id, j.device, j.pack_size,
+            coalesce(TRY_CAST(json_extract(j.run_options, '$.threads') AS INTEGER), 0) AS threads,
+            coalesce(TRY_CAST(json_extract(j.run_options, '$.workers') AS INTEGER), 0) AS workers,
+            coalesce(left(j.git_commit, 7), '') AS git_commit,
             median(e.seconds) AS epoch_seconds, median(e.seconds) / j.pack_size AS seconds_per_model_epoch,
             median(e.samples_per_second) AS samples_per_second, count(*) AS epochs
         FROM jobs j JOIN epochs e USING (job_id)
         WHERE j.status = 'done'
             AND (j.sweep = $sweep OR j.job_id IN (SELECT job_id FROM sweep_jobs WHERE sweep = $sweep))
-        GROUP BY j.job_id, j.device, j.pack_size, j.git_commit
-        ORDER BY j.device, j.pack_size, git_commit, j.job_id""", {"sweep": sweep})
+        GROUP BY j.job_id, j.device, j.pack_size, j.run_options, j.git_commit
+        ORDER BY j.device, j.pack_size, threads, workers, git_commit, j.job_id""", {"sweep": sweep})
 
 
 def finished_jobs(store: str | Path, sweep: str | None, numerics: int | None, commit: str | None) -> pl.DataFrame:

@@ -598,29 +598,36 @@ def iwae(store: Path, out: Path, sel: Selection) -> Figure | None:
 
 
 def timings(store: Path, out: Path, sel: Selection) -> Figure | None:
-    """Seconds per model-epoch and samples per second of the sweep's jobs, by device, pack size and commit
-    (median over each job's epochs, then median and n over the jobs of a group), so that a slowdown in
-    real use shows."""
+    """Seconds per model-epoch and samples per second of the sweep's jobs, by device, pack size, CPU workers
+    and threads, and commit: the median over the jobs of a group (each job: the median of its epochs), with
+    the jobs' range as whiskers and n, so that a slowdown in real use shows."""
     per_job = queries.epoch_timings(store, sel.sweep)
     if per_job.is_empty():
         return None
-    groups = (per_job.group_by(["device", "pack_size", "git_commit"])
-              .agg(pl.col("seconds_per_model_epoch").median(), pl.col("samples_per_second").median(),
-                   pl.len().alias("n"), pl.col("job_id").sort().str.join(";").alias("job_ids"))
-              .sort(["device", "pack_size", "git_commit"]))
-    labels = [f"{r['device']}, pack {r['pack_size']}, {r['git_commit'] or '?'} (n={r['n']})"
-              for r in groups.iter_rows(named=True)]
+    keys = ["device", "pack_size", "workers", "threads", "git_commit"]
+    stats = [agg for column in ("seconds_per_model_epoch", "samples_per_second")
+             for agg in (pl.col(column).median(), pl.col(column).min().alias(f"{column}_low"),
+                         pl.col(column).max().alias(f"{column}_high"))]
+    groups = (per_job.group_by(keys)
+              .agg(*stats, pl.len().alias("n"), pl.col("job_id").sort().str.join(";").alias("job_ids"))
+              .sort(keys))
+    labels = [f"{r['device']}, pack {r['pack_size']}"
+              + (f", {r['workers']} workers x {r['threads']} threads" if r["threads"] else "")
+              + f", {r['git_commit'] or '?'} (n={r['n']})" for r in groups.iter_rows(named=True)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.4 * len(labels) + 1.6), sharey=True)
     positions = list(range(len(labels)))
-    axes[0].barh(positions, groups["seconds_per_model_epoch"])
-    axes[0].set_xlabel("seconds per model-epoch (median)")
+    for ax, column, colour, label in ((axes[0], "seconds_per_model_epoch", "tab:blue", "seconds per model-epoch"),
+                                      (axes[1], "samples_per_second", "tab:orange", "samples per second")):
+        middle = groups[column]
+        whiskers = [(middle - groups[f"{column}_low"]).to_list(), (groups[f"{column}_high"] - middle).to_list()]
+        ax.barh(positions, middle, color=colour, xerr=whiskers, capsize=3)
+        ax.set_xlabel(f"{label} (median over jobs; whiskers: their range)")
     axes[0].set_yticks(positions, labels, fontsize=7)
-    axes[1].barh(positions, groups["samples_per_second"], color="tab:orange")
-    axes[1].set_xlabel("samples per second (median)")
     fig.suptitle(f"Training speed, sweep {sel.sweep}", fontsize=9)
     timed = queries.finished_runs(store, sel.sweep, None).filter(pl.col("job_id").is_in(per_job["job_id"].to_list()))
     return _figure("timings", fig, groups, timed, out, sel,
-                   "Seconds per model-epoch and samples per second by device, pack size and commit.")
+                   "Seconds per model-epoch and samples per second by device, pack size, CPU workers x threads and "
+                   "commit: median over the jobs, whiskers from the fastest to the slowest job.")
 
 
 FIGURES: dict[str, Callable[[Path, Path, Selection], Figure | None]] = {
