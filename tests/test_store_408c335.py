@@ -70,4 +70,7 @@ def test_the_old_store_rebuilds_to_the_same_tables(store_408):
     after = tables(store_408)
     assert after.keys() == before.keys()
     for name in before:
+        if name == "schema_migrations":  # the rebuilt store is at the newest schema: 408c335's steps, then ours
+            assert after[name][:len(before[name])] == before[name]
+            continue
         assert after[name] == before[name], name

@@ -74,7 +74,9 @@ def plan_cpu(jobs: list[JobSpec], pack_size: int, workers: int | None = None, th
         choice = choose(group[0], len(group_packs[0].jobs), len(group_packs), workers=workers, threads=threads)
         chosen.update({pack.pack_id: choice.threads for pack in group_packs})
         most, budget = max(most, choice.workers), max(budget, choice.workers * choice.threads)
-        notes.append(f"{group[0].dataset.name} {group[0].arch}: {choice.why}")
+        note = f"{group[0].dataset.name} {group[0].arch}: {choice.why}"
+        if note not in notes:  # kinds that differ only in what does not change the choice: one line
+            notes.append(note)
         packs.extend(group_packs)
     return CpuPlan(packs, chosen, most, budget, notes)
 
