@@ -142,7 +142,11 @@ def test_a_second_driver_on_the_same_sweep_runs_nothing_twice(tiny_sweep, tmp_pa
     sweep = tiny_sweep(name="twice", seeds="[1, 2]", epochs=2)  # 8 jobs
     store = tmp_path / "store" / "harness.duckdb"
     first = start(sweep, store)
-    head = first.stdout.readline()  # printed once the first driver holds its claims
+    head = ""
+    while "to run" not in head:  # the plan's line, printed once the first driver holds its claims
+        line = first.stdout.readline()
+        assert line, head
+        head += line
     assert "8 to run" in head, head
     second = subprocess.run([*HARNESS, "sweep", "run", str(sweep), "--store", str(store)], capture_output=True,
                             text=True, timeout=600)

@@ -8,7 +8,7 @@ import platform
 import socket
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,10 +70,16 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
     """Train `pack` on `device` and write its shards; returns the job ids written. The pack keeps a
     resumable state in the store's resume/<pack_id>/ every `save_every` epochs, so a killed run of the
     same pack (a local rerun, a requeued Slurm task) goes on from it. `options`: how it runs (compiled,
-    cuDNN determinism), recorded in each shard."""
+    cuDNN determinism, threads), recorded in each shard. On a CPU without threads chosen (a Slurm task),
+    harness.workers' rule chooses them here, on the cores this process may use, so that the same job
+    gets the same threads, and so the same numbers, locally and on a node like this machine."""
     from harness.datasets import load_dataset
 
     first = pack.jobs[0]
+    if device == "cpu" and not options.threads:  # a Slurm task, or a caller that did not choose: the same rule
+        from harness.workers import choose
+
+        options = replace(options, threads=choose(first, len(pack.jobs), packs=1).threads)
     try:
         data = load_dataset(first.dataset, data_root, device, first.dtype)
     except Exception as exc:  # missing data fails the jobs, not the sweep
