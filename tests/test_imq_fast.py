@@ -116,7 +116,8 @@ def test_float32(method):
     a, b = _inputs(2, 4, 150, 170, dtype=torch.float32)
     for x, y in ((a, b), (a, a)):
         out = imq_pair_sums_fast(x, y, True, method=method)
-        assert all(t.dtype == torch.float32 for t in out)
+        assert out[0].dtype == torch.float64  # the totals, which mmd_dim subtracts from each other
+        assert out[1].dtype == torch.float32 and out[2].dtype == torch.float32
         # today's float32 sums: float32 rounding accumulated over the pairs
         _check(out, divergences._imq_pair_sums(x, y, True), True, rtol=1e-4, slack=1e-5)
         if method == "cheb":  # computed in float64: the float64 sums of the same values, rounded to float32
@@ -213,3 +214,16 @@ def test_golden_mmd_dim_through_the_chebyshev_path(golden, monkeypatch):
     x = torch.tensor(case["x"], dtype=torch.float64).unsqueeze(0)
     y = torch.tensor(case["y"], dtype=torch.float64).unsqueeze(0)
     assert divergences.mmd_dim(y, x)[0].item() == pytest.approx(case["value"], rel=1e-6)
+
+
+def test_mmd_dim_near_zero_keeps_float32_precision():
+    """Where the posterior matches the prior D_hat is a small difference of sums of B^2 L terms: formed in
+    float64 before the cast (numerics version 4) it is the float64 value to float32 rounding. Version 3 cast
+    each sum to float32 first and was 1e-2 off relative here."""
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 500, 10, generator=gen)
+    prior_z = torch.randn(2, 500, 10, generator=gen)
+    out = divergences.mmd_dim(z, prior_z)
+    assert out.dtype == torch.float32
+    exact = divergences.mmd_dim(z.double(), prior_z.double())
+    torch.testing.assert_close(out.double(), exact, rtol=1e-6, atol=1e-12)

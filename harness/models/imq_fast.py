@@ -165,7 +165,7 @@ def _cheb_pair_sums(a: torch.Tensor, b: torch.Tensor | None, grads: bool, scales
     else:
         index_b, basis_b = _basis(y, lo, h, npanels)
         m_b = _moments(index_b, basis_b, rows, npanels)
-    total = (m_a * (m_b @ big_k)).sum(1).reshape(g, latent).sum(1).to(a.dtype)
+    total = (m_a * (m_b @ big_k)).sum(1).reshape(g, latent).sum(1)  # float64: see imq_pair_sums_fast
     if not grads:
         return total, None, None
     # d/da_i sum_j k(a_i - b_j) = sum_j k'(a_i - b_j); d/db_j = -sum_i k'(a_i - b_j) = sum_i k'(b_j - a_i)
@@ -177,13 +177,14 @@ def _cheb_pair_sums(a: torch.Tensor, b: torch.Tensor | None, grads: bool, scales
 
 
 def direct_pair_sums(a: torch.Tensor, b: torch.Tensor, grads: bool, scales: tuple = MMD_SCALES):
-    """The direct sums over all pairs (in the input dtype). Works through the dimensions in chunks so that the
-    (G, chunk, Na, Nb) temporaries stay small, and keeps nothing for autograd: the derivative of C / (C + u^2)
-    is -2 u k^2 / C, accumulated over scales while the kernel is at hand."""
+    """The direct sums over all pairs (kernels in the input dtype, totals accumulated in float64). Works through
+    the dimensions in chunks so that the (G, chunk, Na, Nb) temporaries stay small, and keeps nothing for
+    autograd: the derivative of C / (C + u^2) is -2 u k^2 / C, accumulated over scales while the kernel is at
+    hand."""
     g, latent, na = a.shape
     nb = b.shape[2]
     a, b = a.detach(), b.detach()
-    total = a.new_zeros(g)
+    total = a.new_zeros(g, dtype=torch.float64)
     grad_a = torch.zeros_like(a) if grads else None
     grad_b = torch.zeros_like(b) if grads else None
     chunk = max(1, min(latent, 2_000_000 // max(1, g * na * nb)))
@@ -191,7 +192,7 @@ def direct_pair_sums(a: torch.Tensor, b: torch.Tensor, grads: bool, scales: tupl
         hi = min(latent, lo + chunk)
         diff = a[:, lo:hi, :, None] - b[:, lo:hi, None, :]  # (G, c, Na, Nb)
         kern, slope = _kernel_and_slope(diff, scales)
-        total += kern.sum(dim=(1, 2, 3))
+        total += kern.sum(dim=(1, 2, 3), dtype=torch.float64)
         if grads:
             grad_a[:, lo:hi] = slope.sum(-1)
             grad_b[:, lo:hi] = -slope.sum(-2)
@@ -202,7 +203,9 @@ def imq_pair_sums_fast(a: torch.Tensor, b: torch.Tensor, grads: bool, method: st
                        scales: tuple = MMD_SCALES):
     """(total (G,), grad_a or None, grad_b or None) as direct_pair_sums(a, b, grads, scales).
 
-    a (G, L, Na), b (G, L, Nb), float32 or float64, any device. Nothing is kept for autograd. When b is a (the
+    a (G, L, Na), b (G, L, Nb), float32 or float64, any device; the totals come back in float64 (the caller
+    subtracts sums of about B^2 L terms from each other, which float32 would round to 1e-2 relative where they
+    nearly cancel), the gradients in a's dtype. Nothing is kept for autograd. When b is a (the
     same tensor object) the sums over ordered pairs include the diagonal i = j, as the direct sums do, and
     grad_b equals grad_a (the derivative with respect to each argument separately). method: "auto" (Chebyshev
     on the CPU when it pays, else direct), "cheb" (Chebyshev, falls back to direct for non-finite values or a
@@ -244,7 +247,7 @@ class PairSumWithGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total):
         grad_a, grad_b = ctx.saved_tensors
-        scale = grad_total.reshape(-1, 1, 1)
+        scale = grad_total.reshape(-1, 1, 1).to(grad_a.dtype)  # the total is float64, the inputs may not be
         return grad_a * scale, grad_b * scale, None
 
 
