@@ -20,7 +20,7 @@ import torch
 from harness.db import jobs
 from harness.db.ingest import Ingest, write_evaluation
 from harness.db.store import Store
-from harness.metrics.registry import METRICS, compute_metrics, encodings
+from harness.metrics.registry import METRICS, compute_metrics, encode_grid, encodings, needs_grid
 from harness.numerics import NUMERICS_VERSION
 from harness.shards import Evaluation, metric_records
 from harness.spec import JobSpec, Sweep
@@ -76,14 +76,20 @@ def evaluate_jobs(store: Store, job_ids: list[str], metrics: list[str], device: 
                 loaded = {key: load_dataset(spec.dataset, data_root, device, spec.dtype)}  # one dataset at a time
             data = loaded[key]
             spec, model = load_checkpoint(store, job_id, data, device, spec)
-            enc = encodings(data, "test", *posteriors(model, data.test_x, spec.batch_size))
-            outputs = compute_metrics(enc, metrics, lambda name, seed=spec.seed: metric_generator(seed, name))
+            prior = spec.prior.to_dict()
+            encs = {"test": encodings(data, "test", *posteriors(model, data.test_x, spec.batch_size), prior)}
+            if data.grid is not None and needs_grid(metrics):
+                with torch.no_grad():
+                    loc, scale, factors = encode_grid(data, lambda x, encoder=model.encoder: [
+                        t[0] for t in encoder(x.to(device).unsqueeze(0))])
+                encs["grid"] = encodings(data, "grid", loc, scale, prior, factors)
+            outputs = compute_metrics(encs, metrics, lambda name, seed=spec.seed: metric_generator(seed, name))
         except Exception as exc:  # one job's missing checkpoint or data never stops the others
             yield Evaluated(job_id, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             continue
         paths = []
         for metric, output in outputs:
-            values, rows, points = metric_records("test", [(metric, output)])
+            values, rows, points = metric_records([(metric, output)])
             paths.append(write_evaluation(store, Evaluation(job_id, metric.name, metric.version, time.time(),
                                                             values, rows, points).to_dict()))
         ingest = Ingest(store)

@@ -219,12 +219,13 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     return check_evaluation(_load(path), path.parent.parent.name, path.stem)
 
 
-def metric_records(split: str, outputs: list[tuple[Metric, MetricOutput]]) -> tuple[list, list, list]:
-    """Shard records (metrics, dim_stats, points) of registry metrics' outputs, each with its metric
-    (and the values with its version): what result and evaluation shards hold."""
-    metrics = [{"split": split, "name": k, "value": float(v), "metric": metric.name, "version": metric.version}
+def metric_records(outputs: list[tuple[Metric, MetricOutput]]) -> tuple[list, list, list]:
+    """Shard records (metrics, dim_stats, points) of registry metrics' outputs, each with its metric and the
+    split it read (and the values with its version): what result and evaluation shards hold."""
+    metrics = [{"split": out.split, "name": k, "value": float(v), "metric": metric.name, "version": metric.version}
                for metric, out in outputs for k, v in out.values.items()]
-    rows = [{"split": split, "metric": metric.name, "stat": r.stat, "dim": r.dim, "key": r.key,
+    rows = [{"split": out.split, "metric": metric.name, "stat": r.stat, "dim": r.dim, "key": r.key,
              "key_index": r.key_index, "value": r.value} for metric, out in outputs for r in out.rows]
-    points = [{"split": split, "metric": metric.name, **p.__dict__} for metric, out in outputs for p in out.points]
+    points = [{"split": out.split, "metric": metric.name, **p.__dict__} for metric, out in outputs
+              for p in out.points]
     return metrics, rows, points

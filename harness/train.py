@@ -25,7 +25,7 @@ from torch.distributions import Distribution
 from harness import resume
 from harness.datasets.base import Dataset
 from harness.metrics.iwae import iwae_log_px
-from harness.metrics.registry import compute_metrics, encodings, training_metrics
+from harness.metrics.registry import compute_metrics, encode_grid, encodings, needs_grid, training_metrics
 from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
@@ -379,6 +379,9 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
         x = data.test_x.unsqueeze(0).expand(groups, *data.test_x.shape)
         iwae = iwae_log_px(model, x, first.iwae_k, [m.gens["iwae"] for m in members],
                            batch_size=min(100, n), k_chunk=min(100, first.iwae_k)).mean(1).tolist()
+    grid = None  # the whole factor grid's codes (G, N, L) twice and its factors, for the metrics that read it
+    if data.grid is not None and needs_grid(training_metrics()):
+        grid = encode_grid(data, lambda images: model.encoder(images.to(device).expand(groups, *images.shape)))
     for g, m in enumerate(members):
         if not m.alive:
             continue
@@ -395,9 +398,11 @@ def evaluate(model: PackedVAE, members: list[_Member], data: Dataset, device: to
             last = m.result.epochs[-1]
             m.result.metrics += [{"split": "train", "name": k, "value": float(last[k]), "metric": "elbo",
                                   "version": NUMERICS_VERSION} for k in ("loss", "recon", "kl", "reg")]
-        outputs = compute_metrics(encodings(data, "test", loc[g], scale[g]), training_metrics(),
-                                  lambda name, seed=job.seed: metric_generator(seed, name))
-        metrics, m.result.dim_stats, m.result.points = metric_records("test", outputs)
+        encs = {"test": encodings(data, "test", loc[g], scale[g], job.prior.to_dict())}
+        if grid is not None:
+            encs["grid"] = encodings(data, "grid", grid[0][g], grid[1][g], job.prior.to_dict(), grid[2])
+        outputs = compute_metrics(encs, training_metrics(), lambda name, seed=job.seed: metric_generator(seed, name))
+        metrics, m.result.dim_stats, m.result.points = metric_records(outputs)
         m.result.metrics += metrics
 
 

@@ -7,6 +7,7 @@ ignored rather than turned into NaN; the same seed gives the same votes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -181,6 +182,104 @@ def test_kim_mnih_rejects_bad_inputs():
 
 
 # ----------------------------------------------------------------------------- MIG
+
+
+GRID_SIZES = (3, 6, 10, 8, 8)  # a small dSprites-like factor grid: 11,520 images
+
+
+def grid_code() -> tuple[torch.Tensor, torch.Tensor]:
+    """Every point of GRID_SIZES with a noisy code (one dim per factor, noise rising with the factor, plus an
+    entangled dim and pure noise): a score near 0.5, where the protocol's details move the number."""
+    import numpy as np
+
+    factors = torch.from_numpy(np.stack(np.unravel_index(np.arange(int(np.prod(GRID_SIZES))), GRID_SIZES), 1))
+    g = seeded(0)
+    z = torch.randn(len(factors), 10, generator=g)
+    for k, size in enumerate(GRID_SIZES):
+        z[:, k] = factors[:, k].float() / size + (0.8 + 0.4 * k) * torch.randn(len(factors), generator=g)
+    z[:, 5] = 0.3 * z[:, 5] + 0.5 * z[:, 2]
+    return z, factors.long()
+
+
+def reference_kim_mnih(zs: torch.Tensor, ys: torch.Tensor, seed: int, L: int = 1000, M: int = 1500) -> float:
+    """The reference's compute_disentanglement (src/metrics.py), loop for loop: a factor per vote from numpy,
+    a value uniform over those present, min(L, n) distinct images by torch.randperm."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    torch.manual_seed(seed)
+    zs_std = torch.std(zs, dim=0)
+    ys_uniq = [c.unique() for c in ys.split(1, dim=1)]
+    V = torch.zeros(zs.shape[1], ys.shape[1])
+    ks = rng.randint(0, ys.shape[1], M)
+    for m in range(M):
+        k = ks[m]
+        fk = ys_uniq[k][rng.choice(len(ys_uniq[k]))]
+        zsh = zs[ys[:, k] == fk]
+        zsh = zsh[torch.randperm(zsh.size(0))][:L]
+        V[torch.argmin(torch.var(zsh / zs_std, dim=0)), k] += 1
+    return (torch.max(V, dim=1)[0].sum() / M).item()
+
+
+def test_kim_mnih_matches_the_reference_loop_on_the_whole_grid(monkeypatch):
+    """On the whole grid with distinct draws (metric version 2) the score is the reference's within the seed
+    spread; version 1's protocol (1,500 images of the grid, drawn with replacement) is far outside it."""
+    import statistics
+
+    z, factors = grid_code()
+    seeds = range(4)
+    ref = [reference_kim_mnih(z, factors, seed) for seed in seeds]
+    ours = [kim_mnih(z, factors, GRID_SIZES, seeded(seed), votes=1500).score for seed in seeds]
+    spread = math.sqrt((statistics.variance(ref) + statistics.variance(ours)) / len(seeds))
+    spread = max(spread, 0.005)  # four seeds estimate a spread loosely: never tighter than 1/200
+    assert abs(statistics.mean(ours) - statistics.mean(ref)) < 3 * spread, (ref, ours)
+    subset = torch.randperm(len(z), generator=seeded(1))[:1500]
+    monkeypatch.setitem(disentanglement.PROTOCOLS, "reference",
+                        dataclasses.replace(disentanglement.PROTOCOLS["reference"], distinct=False))
+    old = [kim_mnih(z[subset], factors[subset], GRID_SIZES, seeded(seed), votes=1500).score for seed in seeds]
+    assert abs(statistics.mean(old) - statistics.mean(ref)) > 6 * spread, (ref, old)
+
+
+def test_distinct_picks_never_repeat_an_image():
+    """Each vote takes min(samples, n) different images of its group, and only images of that group."""
+    factors = torch.tensor([[0]] * 7 + [[1]] * 3 + [[2]] * 12)
+    groups = disentanglement._Groups(factors, (3,))
+    votes = torch.tensor([0, 1, 2] * 50)
+    pick, used = disentanglement._distinct_picks(votes, groups, 5, seeded(0))
+    assert pick.shape == (150, 5)
+    for row, weight, group in zip(pick.tolist(), used.tolist(), votes.tolist(), strict=True):
+        images = [groups.order[p].item() for p, w in zip(row, weight, strict=True) if w]
+        assert len(images) == min(5, [7, 3, 12][group]) == len(set(images))
+        assert {factors[i, 0].item() for i in images} == {group}
+
+
+def test_kim_mnih_never_fixes_a_value_held_by_one_image():
+    """With distinct draws a value of one image has no variance: it is never fixed (the reference would pick
+    NaN); a factor whose values all have one image cannot vote and is refused."""
+    factors = torch.tensor([[0, i] for i in range(10)] + [[1, 0]] * 10)  # factor 1: value 0 has 11 images
+    z = torch.randn(20, 2, generator=seeded(0))
+    result = kim_mnih(z, factors, (2, 10), seeded(1), votes=200, samples=5)
+    assert result.votes.sum() == 200
+    with pytest.raises(ValueError, match="two images"):
+        kim_mnih(z[:10], factors[:10, 1:], (10,), seeded(1), votes=10, samples=5)
+
+
+def test_student_t_change_of_measure_gives_normal_codes():
+    """Student-t codes mapped by Phi^-1(T_df(z)) are N(0, 1) (Kolmogorov-Smirnov); unmapped they are not."""
+    from scipy import stats
+
+    from harness.metrics.disentanglement import student_t_to_normal
+
+    torch.manual_seed(0)
+    z = torch.distributions.StudentT(3.0).sample((20_000, 2))
+    mapped = student_t_to_normal(z, 3.0)
+    assert mapped.dtype == torch.float64 and torch.isfinite(mapped).all()
+    for d in range(2):
+        assert stats.kstest(mapped[:, d].numpy(), "norm").pvalue > 1e-3
+        assert stats.kstest(z[:, d].double().numpy(), "norm").pvalue < 1e-6
+    # monotone, so the order of the codes (and hence which images share a value) is kept
+    assert torch.equal(mapped.argsort(0), z.double().argsort(0))
+    assert torch.isfinite(student_t_to_normal(torch.tensor([-1e30, 1e30]), 9.0)).all()
 
 
 def test_histogram_discretize_matches_numpy_digitize():

@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     """One tiny shapes2d job (factors: shape, scale, orientation, posX, posY), trained and ingested."""
     job = load_sweep(SWEEPS / "independence.toml").jobs[0]
     dataset = Options("shapes2d", tuple(sorted({**dict(job.dataset.params), "subset": 256,
-                                                "test_subset": 300}.items())))
+                                                "test_subset": 300, "stride": 8}.items())))
     job = replace(job, epochs=1, batch_size=64, latent_dim=4, dataset=dataset)
     store = Store(tmp_path_factory.mktemp("eval") / "h.duckdb")
     sweeps.register(store, "tiny", "-", "", "", [job.job_id])
@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
 
 def values(store: Store, job_id: str) -> dict[tuple[str, str], tuple[float, int]]:
     _, rows = run_query(store.path, "SELECT metric, name, value, version FROM metrics WHERE job_id = ? "
-                                    "AND split = 'test'", [job_id])
+                                    "AND split IN ('test', 'grid')", [job_id])
     return {(metric, name): (value, version) for metric, name, value, version in rows}
 
 

@@ -45,12 +45,18 @@ def test_clustering_job_trains_on_pinwheel(tmp_path):
 
 def test_independence_job_trains_on_shapes2d(tmp_path):
     job = load_sweep(SWEEPS / "independence.toml").jobs[0]
-    small = tiny(job, epochs=1, batch=64, subset=256, test_subset=128)
+    small = tiny(job, epochs=1, batch=64, subset=256, test_subset=128, stride=8)  # a 1,440-image grid to score
     store = Store(tmp_path / "h.duckdb")
     run_pack(Pack((small,)), store, "independence", "cpu", None)
     result = shard(store, small.job_id)
     assert result["status"] == "done", result["error"]
     assert {m["name"] for m in result["metrics"]} >= {"elbo", "hoyer", "recon_mse"}
+    # Kim & Mnih read the whole factor grid, the other metrics the test split
+    splits = {m["name"]: m["split"] for m in result["metrics"]}
+    assert splits["kim_mnih"] == splits["kim_mnih_cm"] == splits["kim_mnih_dlib"] == "grid"
+    assert splits["mig"] == splits["hoyer"] == "test"
+    votes = [r for r in result["dim_stats"] if r["metric"] == "kim_mnih"]
+    assert sum(r["value"] for r in votes) == 20_000 and {r["split"] for r in votes} == {"grid"}
 
 
 def test_missing_dataset_fails_the_job_with_a_clear_error(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ def image_job(store):
     """A tiny shapes2d job (64x64 binary images), latent_dim 4."""
     job = load_sweep(SWEEPS / "independence.toml").jobs[0]
     dataset = Options("shapes2d", tuple(sorted({**dict(job.dataset.params), "subset": 128,
-                                                "test_subset": 64}.items())))
+                                                "test_subset": 64, "stride": 8}.items())))
     return _train(store, replace(job, epochs=1, batch_size=64, latent_dim=4, dataset=dataset))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,11 @@ class Dataset:
     factor_names: tuple[str, ...] = ()
     factor_sizes: tuple[int, ...] = ()
     note: str = ""  # e.g. "procedural stand-in for dSprites"
+    # The whole factor grid the data come from (dSprites and its stand-in: every kept grid point), which the
+    # Kim & Mnih score is computed on as the reference computes it: grid() yields (images (n, C, H, W) in the
+    # data's dtype on the CPU, factor indices (n, F)) chunk by chunk, so that no more than a chunk is held.
+    grid: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    grid_size: int = 0  # images in the grid
 
     @property
     def example_shape(self) -> tuple[int, ...]:

@@ -219,6 +219,18 @@ def images_to_float(images: np.ndarray, device, dtype, chunk: int = 65_536) -> t
     return out
 
 
+GRID_CHUNK = 4096  # images made and handed over at once by a Dataset's grid(): 64 MB as float32
+
+
+def grid_chunks(stride: int, images_of, dtype, chunk: int = GRID_CHUNK):
+    """The whole kept grid in flat-index order, chunk by chunk: (float images (n, 1, 64, 64) on the CPU,
+    compact factor indices (n, 5))."""
+    kept = grid_indices(stride)
+    for start in range(0, len(kept), chunk):
+        indices = kept[start:start + chunk]
+        yield images_to_float(images_of(indices), "cpu", dtype), torch.from_numpy(compact_factors(indices, stride))
+
+
 def make_dataset(name: str, gridsplit: GridSplit, stride: int, images_of, device, dtype, source: str,
                  note: str) -> Dataset:
     """The Dataset for a split, with images from `images_of(indices) -> uint8 (n, 64, 64)`."""
@@ -235,6 +247,8 @@ def make_dataset(name: str, gridsplit: GridSplit, stride: int, images_of, device
         factor_names=FACTOR_NAMES,
         factor_sizes=gridsplit.factor_sizes,
         note=note,
+        grid=lambda: grid_chunks(stride, images_of, dtype),
+        grid_size=int(np.prod(gridsplit.factor_sizes)),
     )
 
 

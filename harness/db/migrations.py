@@ -29,8 +29,9 @@ def _runs_view() -> str:
     of priors and metrics added since (NULL where a job lacks them; `harness eval` adds metrics)."""
     from harness.metrics.registry import runs_columns
 
-    columns = ",\n        ".join(
-        f"max(m.value) FILTER (WHERE m.split = 'test' AND m.name = '{name}') AS {name}" for name in runs_columns())
+    splits = "('test', 'grid')"  # the metrics that read the whole factor grid store it as split 'grid'
+    columns = ",\n        ".join(f"max(m.value) FILTER (WHERE m.split IN {splits} AND m.name = '{name}') AS {name}"
+                                  for name in runs_columns())
     options = ",\n        ".join(f"json_extract(j.spec, '$.prior.{column[len('prior_'):]}')::{kind} AS {column}"
                                   for column, kind in prior_columns().items())
     return f"""

@@ -44,10 +44,11 @@ def finished_runs(store: str | Path, sweep: str, numerics: int | None) -> pl.Dat
 
 
 def dim_stats(store: str | Path, job_ids: list[str], metric: str, stat: str) -> pl.DataFrame:
-    """Per-dimension rows of one metric's statistic for `job_ids` (test split): job_id, dim, key, value."""
+    """Per-dimension rows of one metric's statistic for `job_ids` (test split, or the whole factor grid for the
+    metrics that read it): job_id, dim, key, value."""
     return _frame(store, """
         SELECT job_id, dim, key, key_index, value FROM dim_stats
-        WHERE list_contains($ids, job_id) AND split = 'test' AND metric = $metric AND stat = $stat
+        WHERE list_contains($ids, job_id) AND split IN ('test', 'grid') AND metric = $metric AND stat = $stat
         ORDER BY job_id, key_index, dim""", {"ids": job_ids, "metric": metric, "stat": stat})
 
 
@@ -55,7 +56,7 @@ def points(store: str | Path, job_ids: list[str], metric: str) -> pl.DataFrame:
     """2-D points of one metric for `job_ids` (test split): job_id, idx, x, y, value, label, factor."""
     return _frame(store, """
         SELECT job_id, idx, x, y, value, label, factor FROM points
-        WHERE list_contains($ids, job_id) AND split = 'test' AND metric = $metric
+        WHERE list_contains($ids, job_id) AND split IN ('test', 'grid') AND metric = $metric
         ORDER BY job_id, idx""", {"ids": job_ids, "metric": metric})
 
 
@@ -96,7 +97,7 @@ def job_values(store: str | Path, job_ids: list[str]) -> pl.DataFrame:
     test ELBO family, and seconds_per_model_epoch (the median epoch's seconds over the pack's size)."""
     return _frame(store, """
         SELECT job_id, name, value FROM metrics
-        WHERE list_contains($ids, job_id) AND split = 'test' AND value IS NOT NULL
+        WHERE list_contains($ids, job_id) AND split IN ('test', 'grid') AND value IS NOT NULL
         UNION ALL
         SELECT e.job_id, 'seconds_per_model_epoch', median(e.seconds) / any_value(j.pack_size)
         FROM epochs e JOIN jobs j USING (job_id)

@@ -42,16 +42,18 @@ class KimMnihProtocol:
     variance_samples: int | None  # images (with replacement) for the global variances; None = the whole set
     prune_threshold: float  # dims with global std below this never get a vote (besides std 0, always)
     value: Literal["uniform", "marginal"]  # the fixed value: uniform over values present, or a random image's
+    distinct: bool  # a vote's images are min(samples, n) distinct images (the reference); else with replacement
 
 
 PROTOCOLS: dict[str, KimMnihProtocol] = {
-    # Mathieu et al.: M = 20,000 votes of L = 1,000 images, std over the whole set, value uniform over the
-    # values present; the score is the majority-vote accuracy on the same votes.
-    "reference": KimMnihProtocol(20_000, 1_000, 0, None, 0.0, "uniform"),
+    # Mathieu et al.: M = 20,000 votes of min(L = 1,000, n) distinct images, std over the whole set, value
+    # uniform over the values present; the score is the majority-vote accuracy on the same votes.
+    "reference": KimMnihProtocol(20_000, 1_000, 0, None, 0.0, "uniform", True),
     # disentanglement_lib, unsupervised_study_v1 factor_vae_metric.gin: batch_size = 64, num_train = 10,000,
     # num_eval = 5,000, num_variance_estimate = 10,000, prune_dims.threshold = 0.05. The value of the fixed
     # factor is that of a random draw of the factors (here: of a random image).
-    "dlib": KimMnihProtocol(10_000, 64, 5_000, 10_000, 0.05, "marginal"),
+    # disentanglement_lib draws each vote's images from the generative factors, that is with replacement.
+    "dlib": KimMnihProtocol(10_000, 64, 5_000, 10_000, 0.05, "marginal", False),
 }
 
 
@@ -106,12 +108,15 @@ def kim_mnih(
     """Kim & Mnih (FactorVAE) disentanglement of z (N, L) given factor indices (N, K).
 
     Each vote fixes one factor k (uniform over factors) at one value, takes `samples` images having that
-    value (drawn with replacement from the images that have it) and votes for the dimension d with the
-    lowest Var(z_d) / s_d^2, s_d^2 being the variance over the set (both unbiased). A disentangled code
-    has one dimension per factor that goes still when its factor is fixed, so the majority vote per
-    dimension is right almost always and the score is near 1; a code unrelated to the factors scores
-    about 1/K. (The reference code takes min(L, n) distinct images instead; with the n >= 18,432 images
-    per value of dSprites that is immaterial, and drawing with replacement lets votes run in batches.)
+    value and votes for the dimension d with the lowest Var(z_d) / s_d^2, s_d^2 being the variance over the
+    set (both unbiased). A disentangled code has one dimension per factor that goes still when its factor
+    is fixed, so the majority vote per dimension is right almost always and the score is near 1; a code
+    unrelated to the factors scores about 1/K. "reference" takes min(samples, n) distinct images of the n
+    that have the value, as the reference code does (values held by one image only are never fixed: the
+    variance of one image is undefined); "dlib" draws them with replacement. The reference scores the whole
+    dataset: on a subset with few images per value (a 10,000-image split of dSprites has 250 to 312 per
+    orientation or position) distinct and repeated draws give different numbers, and both differ from the
+    whole set's (tests/test_disentanglement.py).
 
     votes, samples: override the variant's protocol (PROTOCOLS[variant]); for "dlib" `votes` is the
     number of training votes and the held-out votes are half as many, as in disentanglement_lib's
@@ -184,6 +189,16 @@ class _Groups:
         self.present_count = torch.stack([(c > 0).sum() for c in self.count.split(sizes.tolist())])  # (K,)
         self.present_offset = torch.cumsum(self.present_count, 0) - self.present_count  # (K,)
         self.factors = factors
+        self.sizes = sizes
+
+    def voting(self, distinct: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(present, present_count, present_offset) of the values a vote may fix: those held by an image, or
+        with distinct draws by two images at least (one image has no variance)."""
+        if not distinct:
+            return self.present, self.present_count, self.present_offset
+        present = torch.nonzero(self.count > 1).squeeze(1)
+        present_count = torch.stack([(c > 1).sum() for c in self.count.split(self.sizes.tolist())])
+        return present, present_count, torch.cumsum(present_count, 0) - present_count
 
 
 def _uniform_index(u: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
@@ -210,27 +225,73 @@ def _votes(
     ks = torch.randint(num_factors, (count,), generator=generator, device=dev).cpu()  # (M,)
     if protocol.value == "uniform":
         u = torch.rand(count, generator=generator, dtype=torch.float64, device=dev).cpu()
-        which = _uniform_index(u, groups.present_count[ks])  # (M,)
-        g = groups.present[groups.present_offset[ks] + which]  # (M,)
+        present, present_count, present_offset = groups.voting(protocol.distinct)
+        if (present_count[ks] == 0).any():
+            raise ValueError("a factor has no value held by two images or more: nothing to vote on")
+        which = _uniform_index(u, present_count[ks])  # (M,)
+        g = present[present_offset[ks] + which]  # (M,)
     else:
         rows = torch.randint(n, (count,), generator=generator, device=dev).cpu()
         g = groups.offset[ks] + groups.factors[rows, ks]  # (M,)
 
     chunk = max(1, _CHUNK_ELEMENTS // (protocol.samples * latent))
-    winners = []
-    for lo in range(0, count, chunk):
-        gc = g[lo : lo + chunk]  # (C,)
-        u = torch.rand(gc.shape[0], protocol.samples, generator=generator, dtype=torch.float64, device=dev).cpu()
-        pick = groups.start[gc, None] + _uniform_index(u, groups.count[gc, None])  # (C, S)
-        # Gathering columns of z^T keeps each dim's samples contiguous for the variance.
-        images = zt.index_select(1, groups.order[pick.reshape(-1)].to(zt.device))  # (L, C * S)
-        local_var = images.reshape(latent, gc.shape[0], protocol.samples).var(dim=2).T  # (C, L)
-        ratio = local_var.to(torch.float64) * inv_var  # (C, L): Var(z_d / s_d) over the vote's images
-        ratio = torch.where(active, ratio, torch.inf)
-        winners.append(ratio.argmin(dim=1).cpu())  # (C,)
+    winners = torch.empty(count, dtype=torch.int64)
+    # Distinct draws sort each vote's candidates by random keys, so votes go in chunks of one factor (whose
+    # values hold similar numbers of images) and the keys are as many as that factor's largest group.
+    order = torch.sort(ks, stable=True).indices if protocol.distinct else torch.arange(count)
+    for k in range(num_factors) if protocol.distinct else [None]:
+        votes_k = order if k is None else order[ks[order] == k]
+        for lo in range(0, len(votes_k), chunk):
+            at = votes_k[lo : lo + chunk]  # (C,) vote numbers
+            gc = g[at]
+            if protocol.distinct:
+                pick, weight = _distinct_picks(gc, groups, protocol.samples, generator)  # (C, S'), (C, S')
+            else:
+                u = torch.rand(len(gc), protocol.samples, generator=generator, dtype=torch.float64, device=dev).cpu()
+                pick, weight = groups.start[gc, None] + _uniform_index(u, groups.count[gc, None]), None
+            # Gathering columns of z^T keeps each dim's samples contiguous for the variance.
+            images = zt.index_select(1, groups.order[pick.reshape(-1)].to(zt.device))  # (L, C * S')
+            images = images.reshape(latent, *pick.shape)  # (L, C, S')
+            if weight is None:
+                local_var = images.var(dim=2).T  # (C, L)
+            else:  # the unbiased variance over each vote's min(S, n) images
+                w = weight.to(images.device, images.dtype)
+                n_used = w.sum(1)  # (C,)
+                mean = (images * w).sum(2) / n_used
+                local_var = (((images - mean[..., None]) ** 2 * w).sum(2) / (n_used - 1)).T  # (C, L)
+            ratio = local_var.to(torch.float64) * inv_var  # (C, L): Var(z_d / s_d) over the vote's images
+            ratio = torch.where(active, ratio, torch.inf)
+            winners[at] = ratio.argmin(dim=1).cpu()
     table = torch.zeros(latent, num_factors, dtype=torch.int64)
-    table.index_put_((torch.cat(winners), ks), torch.ones(count, dtype=torch.int64), accumulate=True)
+    table.index_put_((winners, ks), torch.ones(count, dtype=torch.int64), accumulate=True)
     return table
+
+
+def _distinct_picks(gc: torch.Tensor, groups: _Groups, samples: int, generator: torch.Generator):
+    """For each vote's group (C,), min(samples, n) distinct positions of its n images: the `samples` smallest
+    of n uniform keys, as a random permutation's first `samples` (the reference's randperm(n)[:L]). Returns
+    (positions into groups.order (C, S'), 1.0 where a position is used (C, S')), S' = min(samples, max n)."""
+    counts = groups.count[gc]  # (C,)
+    width = int(counts.max())
+    keys = torch.rand(len(gc), width, generator=generator, dtype=torch.float64, device=generator.device).cpu()
+    beyond = torch.arange(width)[None, :] >= counts[:, None]  # (C, width): no image there
+    keys = keys.masked_fill(beyond, torch.inf)
+    taken = keys.topk(min(samples, width), dim=1, largest=False, sorted=False).indices  # (C, S')
+    used = taken < counts[:, None]
+    return groups.start[gc, None] + torch.where(used, taken, 0), used.to(torch.float64)
+
+
+def student_t_to_normal(z: torch.Tensor, df: float) -> torch.Tensor:
+    """The reference's change of measure for Student-t priors (analyse.py): each coordinate mapped through
+    the prior's CDF and a standard Normal's inverse CDF, z' = Phi^-1(T_df(z)), so that codes distributed as
+    the StudentT(df, 0, 1) prior come out N(0, 1). Computed in float64 on the tail each side falls in
+    (Phi^-1(T(z)) below 0, -Phi^-1(T(-z)) above), so that no code rounds to an infinite z'; returns float64."""
+    from scipy import stats
+
+    x = z.detach().cpu().to(torch.float64).numpy()
+    lower = stats.norm.ppf(stats.t.cdf(np.minimum(x, 0.0), df))
+    upper = stats.norm.isf(stats.t.sf(np.maximum(x, 0.0), df))
+    return torch.from_numpy(np.where(x < 0, lower, upper))
 
 
 # ----------------------------------------------------------------------------- Mutual Information Gap
