@@ -79,8 +79,8 @@ def test_claims_follow_the_numbers_and_fail_the_exit_code(store, tmp_path):
     single = {r.claim_id: r for r in check_claims(store.path, sweeps=["main"], single_seed=True)}
     above = single["sparsity.gamma_above"]
     assert above.verdict == PASS and above.note == SINGLE_SEED
-    assert "alpha 0: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.11 (no interval, n 1/2)" in above.evidence
-    assert "alpha 1000: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.32 (no interval, n 1/2)" in above.evidence
+    assert "alpha 0, beta 1: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.11 (no interval, n 1/2)" in above.evidence
+    assert "alpha 1000, beta 1: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.32 (no interval, n 1/2)" in above.evidence
     assert len(above.job_ids) == 6  # the beta-1 line's seeds of both gammas, not the epochs variant
     assert single["sparsity.gaussian_low"].verdict == PASS
     assert results["sparsity.rises_then_flattens"].verdict == NO_DATA  # no alpha 100
@@ -89,7 +89,9 @@ def test_claims_follow_the_numbers_and_fail_the_exit_code(store, tmp_path):
     add(store, "main", [(job(0, 0.0, 2), 0.21), (job(1000, 0.0, 2), 0.18)])
     above = {r.claim_id: r for r in check_claims(store.path, sweeps=["main"])}["sparsity.gamma_above"]
     assert above.verdict == PASS and above.note == "" and above.n == "2" and above.method == "paired t"
-    assert "alpha 1000: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.325 [+0.134, +0.516] (paired t, n 2/2)" in above.evidence
+    assert ("alpha 1000, beta 1: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.325 [+0.134, +0.516] (paired t, n 2/2)"
+            in above.evidence)
+    assert above.data == "fashion_mnist: 60,000 of 60,000 training images, 2 of 80 epochs"
     # make gamma 0 sparser at alpha 1000 on two seeds: the claim now fails, and so does the command
     add(store, "main2", [(job(1000, 0.8, 5), 0.50), (job(1000, 0.0, 5), 0.70), (job(0, 0.8, 5), 0.3),
                          (job(0, 0.0, 5), 0.2), (job(1000, 0.8, 6), 0.51), (job(1000, 0.0, 6), 0.72),

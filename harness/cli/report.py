@@ -46,14 +46,15 @@ def _open(store: Path, sweeps: list[str] | None) -> list[str]:
 def _claims_table(results) -> Table:
     table = Table(title="claims of the paper and the report (docs/claims.md): each tested difference with its "
                   "95% interval", title_justify="left")
-    for column in ("claim", "sweep", "verdict", "evidence and tested differences", "n"):
+    for column in ("claim", "sweep (data, budget)", "verdict", "evidence and tested differences", "n"):
         table.add_column(column, overflow="fold")
     colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "blue"}
     for r in results:
         verdict = f"[{colour.get(r.verdict, 'yellow')}]{r.verdict}[/]" + (f"\n({r.note})" if r.note else "")
         evidence = "\n".join([escape(r.evidence.split("; ")[0]), *(f"- {escape(t)}" for t in r.tests)]) \
             if r.tests else escape(r.evidence)
-        table.add_row(f"{escape(r.claim_id)}: {escape(r.text)}", escape(r.sweep), verdict, evidence,
+        table.add_row(f"{escape(r.claim_id)}: {escape(r.text)}",
+                      escape(r.sweep) + (f"\n[dim]{escape(r.data)}[/]" if r.data else ""), verdict, evidence,
                       f"{r.n or '-'}" + (f"\n{r.method}" if r.method else ""))
     return table
 

@@ -88,6 +88,7 @@ class Claim:
     applies: Callable[[pl.DataFrame], bool]  # does this sweep's data belong to the claim's experiment?
     check: Callable[[pl.DataFrame, Path], Verdict]
     needs: str  # the settings the check needs, said in words for NOT ENOUGH DATA
+    threshold: str = ""  # what the words mean in numbers, and where that comes from (docs/claims.md's table)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class ClaimResult:
     n: str = ""  # the smallest and largest number of seeds of a tested setting, e.g. "3" or "1-3"
     method: str = ""  # the interval's method(s): paired t, Welch t, no interval
     note: str = ""  # "1 seed: no noise estimate" where a test decided on means alone
+    data: str = ""  # the data and budget the verdict stands on, against the paper's (data_and_budget)
 
 
 # -- the settings a claim compares, as seed -> value ----------------------------------------------------
@@ -166,25 +168,30 @@ def _hoyer(runs: pl.DataFrame, **where) -> Settings:
 
 
 def gamma_above_at_every_alpha(runs: pl.DataFrame, store: Path) -> Verdict:
-    """With beta 1: at every alpha that has both, hoyer(gamma 0.8) - hoyer(gamma 0) > 0."""
-    s = _hoyer(runs, beta=1.0)
-    alphas = sorted({a for a, _, _ in s.keys(gamma=0.8)} & {a for a, _, _ in s.keys(gamma=0.0)})
-    if len(alphas) < 2:
-        return missing(f"{len(alphas)} alpha(s) with both gamma 0 and 0.8 at beta 1; need 2 or more")
-    tests = [Assertion(f"alpha {a:g}: hoyer(gamma 0.8) - hoyer(gamma 0)",
-                  stats.difference(s.get(alpha=a, gamma=0.0), s.get(alpha=a, gamma=0.8)), ">") for a in alphas]
-    return s.verdict("differences (gamma 0.8 - gamma 0) at each alpha", tests)
+    """At every (alpha, beta) that has both: hoyer(gamma 0.8) - hoyer(gamma 0) > 0."""
+    s = _hoyer(runs)
+    both = sorted({(a, b) for a, b, _ in s.keys(gamma=0.8)} & {(a, b) for a, b, _ in s.keys(gamma=0.0)},
+                  key=lambda ab: (ab[1] != 1.0, ab[1], ab[0]))
+    if len({a for a, _ in both}) < 2:
+        return missing(f"{len(both)} (alpha, beta) setting(s) with both gamma 0 and 0.8; need 2 or more alphas")
+    tests = [Assertion(f"alpha {a:g}, beta {b:g}: hoyer(gamma 0.8) - hoyer(gamma 0)",
+                       stats.difference(s.get(alpha=a, beta=b, gamma=0.0), s.get(alpha=a, beta=b, gamma=0.8)), ">")
+             for a, b in both]
+    return s.verdict("differences (gamma 0.8 - gamma 0) at each alpha and beta", tests)
+
+
+STEEP = 0.05  # a rise of normalised Hoyer that counts as steep: five times the 0.01 that compare tolerates
 
 
 def sparsity_rises_then_flattens(runs: pl.DataFrame, store: Path) -> Verdict:
-    """With gamma 0.8, beta 1: sparsity rises from alpha 0 to 100 (h100 - h0 > 0) and rises less from 100 to
-    1000 than from 0 to 100 (it flattens: (h100 - h0) - (h1000 - h100) > 0)."""
+    """With gamma 0.8, beta 1: sparsity rises steeply from alpha 0 to 100 (h100 - h0 > STEEP) and flattens by
+    1000: the step from 100 to 1000 is smaller than the first ([h100 - h0] - [h1000 - h100] > 0)."""
     s = _hoyer(runs, beta=1.0, gamma=0.8)
     at = {a: s.get(alpha=a) for a in (0.0, 100.0, 1000.0)}
     if any(v is None for v in at.values()):
         return missing(f"gamma 0.8, beta 1 at alphas {sorted(a for a, _, _ in s.keys())}; need 0, 100 and 1000")
     h0, h100, h1000 = at[0.0], at[100.0], at[1000.0]
-    tests = [Assertion("rise 0->100: h(100) - h(0)", stats.difference(h0, h100), ">"),
+    tests = [Assertion("rise 0->100: h(100) - h(0)", stats.difference(h0, h100), ">", STEEP),
              Assertion("flattening: [h(100) - h(0)] - [h(1000) - h(100)]",
                        stats.contrast([h0, h100, h1000], [-1.0, 2.0, -1.0]), ">")]
     return s.verdict(f"hoyer {_mean(h0):.3f} -> {_mean(h100):.3f} -> {_mean(h1000):.3f} at alpha 0, 100, 1000",
@@ -192,15 +199,15 @@ def sparsity_rises_then_flattens(runs: pl.DataFrame, store: Path) -> Verdict:
 
 
 def gaussian_stays_low(runs: pl.DataFrame, store: Path) -> Verdict:
-    """With gamma 0, beta 1: sparsity does not rise with alpha (hoyer at the largest alpha minus at alpha 0
-    below +0.02) and stays below the gamma 0.8 run at the largest alpha."""
+    """With gamma 0, beta 1: sparsity drifts down with alpha (hoyer at the largest alpha minus at alpha 0 below
+    0) and stays below the gamma 0.8 run at the largest alpha."""
     s = _hoyer(runs, beta=1.0)
     dense = sorted(a for a, _, _ in s.keys(gamma=0.0))
     if 0.0 not in dense or len(dense) < 2:
         return missing(f"gamma 0, beta 1 at alphas {dense}; need alpha 0 and a larger one")
     top = dense[-1]
     low, high = s.get(alpha=0.0, gamma=0.0), s.get(alpha=top, gamma=0.0)
-    tests = [Assertion(f"gamma 0: h(alpha {top:g}) - h(alpha 0)", stats.difference(low, high), "<", 0.02)]
+    tests = [Assertion(f"gamma 0: h(alpha {top:g}) - h(alpha 0)", stats.difference(low, high), "<")]
     sparse = s.get(alpha=top, gamma=0.8)
     if sparse is not None:
         tests.append(Assertion(f"alpha {top:g}: h(gamma 0.8) - h(gamma 0)", stats.difference(high, sparse), ">"))
@@ -216,64 +223,172 @@ def beta5_lowest(runs: pl.DataFrame, store: Path) -> Verdict:
     if not alphas:
         return missing("no alpha with gamma 0.8 at betas 0.1, 1 and 5")
     tests = [Assertion(f"alpha {a:g}: h(beta 5) - h(beta {b:g})",
-                  stats.difference(s.get(alpha=a, beta=b), s.get(alpha=a, beta=5.0)), "<")
+                       stats.difference(s.get(alpha=a, beta=b), s.get(alpha=a, beta=5.0)), "<")
              for a in alphas for b in (0.1, 1.0)]
     return s.verdict("differences (beta 5 - each other beta) at each alpha", tests)
 
 
-def _separation_change(runs: pl.DataFrame, fixed: str, varied: str, asserts: str, margin: float) -> Verdict:
-    """The four arms' separation in the codes (class_separation: the share of the codes' variance that
-    the pinwheel's arms explain) with `fixed` = 0: sep(largest `varied`) - sep(smallest) `asserts` `margin`."""
+FEW_DIMS, FEW_SHARE = 5, 0.5  # "a few dimensions": the 5 strongest of a class carry over half its magnitude
+
+
+def class_magnitude_share(store: Path, job_ids: list[str], few: int = FEW_DIMS) -> dict[str, float]:
+    """Per job: over classes, the mean share of a class's summed |posterior mean| (over dimensions) that its
+    `few` strongest dimensions carry (class_magnitudes rows); 5/50 = 0.1 for a code spread evenly."""
+    rows = queries.dim_stats(store, job_ids, "class_magnitudes", "mean_abs_loc")
+    if rows.is_empty():
+        return {}
+    ranked = rows.with_columns(pl.col("value").rank("ordinal", descending=True).over("job_id", "key").alias("rank"))
+    per_class = ranked.group_by("job_id", "key").agg(
+        (pl.col("value").filter(pl.col("rank") <= few).sum() / pl.col("value").sum()).alias("share"))
+    per_job = per_class.group_by("job_id").agg(pl.col("share").mean())
+    return dict(zip(per_job["job_id"].to_list(), per_job["share"].to_list(), strict=True))
+
+
+def few_dimensions_per_class(runs: pl.DataFrame, store: Path) -> Verdict:
+    """alpha 1000, beta 1, gamma 0.8: each class uses a few dimensions and leaves most near zero: the 5
+    strongest dimensions carry over half of a class's magnitude (share - 0.5 > 0), and more of it than with
+    gamma 0 at the same alpha and beta."""
+    frame = runs.filter(pl.col("prior") == "sparse")
+    shares = class_magnitude_share(store, frame["job_id"].to_list()) if store is not None else {}
+    frame = frame.with_columns(pl.col("job_id").replace_strict(shares, default=None, return_dtype=pl.Float64)
+                               .alias("top_share"))
+    s = Settings(frame, "top_share")
+    sparse = s.get(alpha=1000.0, beta=1.0, gamma=0.8)
+    if sparse is None:
+        return missing("need class_magnitudes of alpha 1000, beta 1, gamma 0.8 (`harness eval --metric "
+                       "class_magnitudes` adds them)")
+    tests = [Assertion(f"top-{FEW_DIMS} share of a class's magnitude at gamma 0.8", stats.difference(
+        {seed: FEW_SHARE for seed in sparse}, sparse), ">")]
+    dense = s.get(alpha=1000.0, beta=1.0, gamma=0.0)
+    text = f"alpha 1000, beta 1: top-{FEW_DIMS} share {_mean(sparse):.2f} at gamma 0.8"
+    if dense is not None:
+        tests.append(Assertion("share(gamma 0.8) - share(gamma 0)", stats.difference(dense, sparse), ">"))
+        text += f", {_mean(dense):.2f} at gamma 0"
+    return s.verdict(text, tests)
+
+
+def _separation(runs: pl.DataFrame, fixed: str, varied: str) -> tuple[Settings, list[float]] | Verdict:
     s = Settings(runs.filter(pl.col(fixed) == 0), "class_separation")
     values = sorted({k[0 if varied == "alpha" else 1] for k in s.keys()})
-    if len(values) < 2:
-        return missing(f"{len(values)} setting(s) with {fixed} 0 and class_separation; need 2 or more {varied} "
-                       "values (`harness eval --metric class_separation` adds it to older stores)")
-    line = {v: s.get(**{varied: v}) for v in values}
-    text = ", ".join(f"{varied} {v:g}: {_mean(x):.2f}" for v, x in line.items())
-    low, high = values[0], values[-1]
-    return s.verdict(f"arm separation (eta^2) with {fixed} 0: {text}",
-                     [Assertion(f"sep({varied} {high:g}) - sep({varied} {low:g})",
-                                stats.difference(line[low], line[high]), asserts, margin)])
+    if len(values) < 2 or values[0] != 0:
+        return missing(f"{len(values)} setting(s) with {fixed} 0 and class_separation; need {varied} 0 and a larger "
+                       f"{varied} (`harness eval --metric class_separation` adds it to older stores)")
+    return s, values
+
+
+DESTROYED = 0.5  # "destroys": the arms keep at most half the share of the codes' variance they had at beta 0
 
 
 def beta_destroys_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
-    """With alpha 0, raising beta destroys the four-arm structure: separation(largest beta) -
-    separation(smallest beta) < 0."""
-    return _separation_change(runs, "alpha", "beta", "<", 0.0)
+    """With alpha 0, raising beta destroys the four-arm structure: the arms' separation (eta^2) at the largest
+    beta is at most half that at beta 0 (sep(largest) - 0.5 sep(0) < 0)."""
+    found = _separation(runs, "alpha", "beta")
+    if isinstance(found, Verdict):
+        return found
+    s, betas = found
+    line = {b: s.get(beta=b) for b in betas}
+    low, high = line[betas[0]], line[betas[-1]]
+    return s.verdict("arm separation (eta^2) with alpha 0: " + ", ".join(f"beta {b:g}: {_mean(x):.2f}"
+                                                                        for b, x in line.items()),
+                     [Assertion(f"sep(beta {betas[-1]:g}) - {DESTROYED:g} sep(beta 0)",
+                                stats.contrast([low, high], [-DESTROYED, 1.0]), "<")])
+
+
+KEPT = 0.05  # "keeps": the separation falls by less than 0.05, about twice its seed spread on the pinwheel
 
 
 def alpha_keeps_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
-    """With beta 0, raising alpha keeps the structure: separation(largest alpha) - separation(alpha 0)
-    > -0.05."""
-    return _separation_change(runs, "beta", "alpha", ">", -0.05)
+    """With beta 0, raising alpha keeps the structure while it acts on q(z): the separation at the largest
+    alpha falls by less than KEPT (sep(largest) - sep(0) > -KEPT), and the divergence from the mixture prior
+    that alpha weights is smaller there (D(largest) - D(0) < 0), so that the claim cannot pass with an alpha
+    that does nothing."""
+    found = _separation(runs, "beta", "alpha")
+    if isinstance(found, Verdict):
+        return found
+    s, alphas = found
+    line = {a: s.get(alpha=a) for a in alphas}
+    low, high = line[alphas[0]], line[alphas[-1]]
+    tests = [Assertion(f"sep(alpha {alphas[-1]:g}) - sep(alpha 0)", stats.difference(low, high), ">", -KEPT)]
+    d = Settings(runs.filter(pl.col("beta") == 0), "reg")
+    d_low, d_high = d.get(alpha=0.0), d.get(alpha=alphas[-1])
+    text = ", ".join(f"alpha {a:g}: {_mean(x):.2f}" for a, x in line.items())
+    if d_low is not None and d_high is not None:
+        tests.append(Assertion(f"D(alpha {alphas[-1]:g}) - D(alpha 0)", stats.difference(d_low, d_high), "<"))
+        text += f"; D(q(z), p(z)) {_mean(d_low):.3f} -> {_mean(d_high):.3f}"
+    return s.verdict(f"arm separation (eta^2) with beta 0: {text}", tests)
+
+
+def _kim(runs: pl.DataFrame) -> tuple[Settings, str]:
+    """Kim & Mnih with the Student-t change of measure where stored (the reference's headline score), else
+    the plain score of older stores (which equals it for every prior but the Student-t)."""
+    metric = "kim_mnih_cm" if "kim_mnih_cm" in runs.columns and runs["kim_mnih_cm"].is_not_null().any() \
+        else "kim_mnih"
+    return Settings(runs, metric), metric
+
+
+REFERENCE_DF = 9.0  # the Student-t df of the reference's script (experimental_settings/independance.sh)
+STRUCTURED = ("anisotropic (learnt)", f"Student-t, df {REFERENCE_DF:g}")
 
 
 def structured_priors_disentangle_better(runs: pl.DataFrame, store: Path) -> Verdict:
-    """At beta 1: the learnt anisotropic and the Student-t priors each score higher (Kim & Mnih) than the
-    isotropic Gaussian: kim(prior) - kim(Gaussian) > 0 for each."""
-    s = Settings(runs.filter(pl.col("beta") == 1), "kim_mnih")
+    """At beta 1: the learnt anisotropic prior and the Student-t prior of the reference's script (df 9) each
+    score higher (Kim & Mnih, Student-t after the change of measure) than the isotropic Gaussian."""
+    s, metric = _kim(runs.filter(pl.col("beta") == 1))
     labels = sorted({label for _, _, label in s.keys()})
-    others = [k for k in labels if k.startswith("Student-t") or k == "anisotropic (learnt)"]
+    others = [k for k in STRUCTURED if k in labels]
     if "Gaussian" not in labels or not others:
-        return missing(f"priors at beta 1: {labels or 'none'}; need Gaussian and anisotropic (learnt) or "
-                       "Student-t")
+        return missing(f"priors at beta 1: {labels or 'none'}; need Gaussian and {' or '.join(STRUCTURED)}")
     iso = s.get(prior_label="Gaussian")
-    tests = [Assertion(f"kim({k}) - kim(Gaussian)", stats.difference(iso, s.get(prior_label=k)), ">") for k in others]
-    text = f"Gaussian {_mean(iso):.3f}; " + ", ".join(f"{k} {_mean(s.get(prior_label=k)):.3f}" for k in others)
+    tests = [Assertion(f"{metric}({k}) - {metric}(Gaussian)", stats.difference(iso, s.get(prior_label=k)), ">")
+             for k in others]
+    text = f"{metric}: Gaussian {_mean(iso):.3f}; " + ", ".join(f"{k} {_mean(s.get(prior_label=k)):.3f}"
+                                                               for k in others)
     return s.verdict(text, tests)
+
+
+LITTLE_COST = 0.10  # "at little cost in reconstruction": the reconstruction error rises by less than 10%
+
+
+def structured_priors_cost_little(runs: pl.DataFrame, store: Path) -> Verdict:
+    """At beta 1: the structured priors reconstruct almost as well as the isotropic Gaussian: their
+    reconstruction error (MSE per pixel) exceeds the Gaussian's by less than 10% (mse - 1.1 mse(Gaussian) < 0)."""
+    s = Settings(runs.filter(pl.col("beta") == 1), "recon_mse")
+    labels = sorted({label for _, _, label in s.keys()})
+    others = [k for k in STRUCTURED if k in labels]
+    if "Gaussian" not in labels or not others:
+        return missing(f"priors at beta 1: {labels or 'none'}; need Gaussian and {' or '.join(STRUCTURED)}")
+    iso = s.get(prior_label="Gaussian")
+    tests = [Assertion(f"mse({k}) - {1 + LITTLE_COST:g} mse(Gaussian)",
+                       stats.contrast([iso, s.get(prior_label=k)], [-(1 + LITTLE_COST), 1.0]), "<") for k in others]
+    text = f"recon_mse: Gaussian {_mean(iso):.4f}; " + ", ".join(f"{k} {_mean(s.get(prior_label=k)):.4f}"
+                                                                 for k in others)
+    return s.verdict(text, tests)
+
+
+def learnt_beats_fixed(runs: pl.DataFrame, store: Path) -> Verdict:
+    """At beta 1: the anisotropic prior disentangles better learnt than fixed (kim(learnt) - kim(fixed) > 0)."""
+    s, metric = _kim(runs.filter(pl.col("beta") == 1))
+    learnt, fixed = s.get(prior_label="anisotropic (learnt)"), s.get(prior_label="anisotropic (fixed)")
+    if learnt is None or fixed is None:
+        return missing("need the anisotropic prior fixed and learnt at beta 1")
+    return s.verdict(f"{metric}: fixed {_mean(fixed):.3f}, learnt {_mean(learnt):.3f}",
+                     [Assertion(f"{metric}(learnt) - {metric}(fixed)", stats.difference(fixed, learnt), ">")])
+
+
+NO_GAIN = 0.02  # "gains nothing": less than 0.02, twice the 0.01 that compare tolerates in a score
 
 
 def isotropic_gains_nothing_from_beta(runs: pl.DataFrame, store: Path) -> Verdict:
     """The isotropic Gaussian's score at its largest beta is no better than at beta 1 (kim(largest beta) -
-    kim(beta 1) < +0.02)."""
-    s = Settings(runs.filter(pl.col("prior_label") == "Gaussian"), "kim_mnih")
+    kim(beta 1) < NO_GAIN)."""
+    s, metric = _kim(runs.filter(pl.col("prior_label") == "Gaussian"))
     betas = sorted({b for _, b, _ in s.keys()})
     if len(betas) < 2 or betas[0] != 1:
         return missing("the isotropic Gaussian needs beta 1 and a larger beta")
     low, high = s.get(beta=1.0), s.get(beta=betas[-1])
     return s.verdict(f"Gaussian: beta 1 {_mean(low):.3f}, beta {betas[-1]:g} {_mean(high):.3f}",
-                     [Assertion(f"kim(beta {betas[-1]:g}) - kim(beta 1)", stats.difference(low, high), "<", 0.02)])
+                     [Assertion(f"{metric}(beta {betas[-1]:g}) - {metric}(beta 1)", stats.difference(low, high), "<",
+                                NO_GAIN)])
 
 
 def classic_vae_not_sparse(runs: pl.DataFrame, store: Path) -> Verdict:
@@ -302,7 +417,35 @@ def alpha_adds_more_than_beta(runs: pl.DataFrame, store: Path) -> Verdict:
         return missing("need gamma 0.8 at (alpha, beta) = (0, 1), (1000, 1) and (0, 128)")
     return s.verdict(f"from {_mean(base):.3f}: alpha 1000 -> {_mean(by_alpha):.3f}, beta 128 -> {_mean(by_beta):.3f}",
                      [Assertion("h(alpha 1000, beta 1) - h(alpha 0, beta 128)", stats.difference(by_beta, by_alpha),
-                           ">")])
+                                ">")])
+
+
+def tsne_silhouettes(store: Path, job_ids: list[str]) -> dict[str, float]:
+    """Per job with t-SNE points: the silhouette of its embedding by class (scikit-learn), in [-1, 1]: how
+    well the classes form separate clusters in the picture."""
+    from sklearn.metrics import silhouette_score
+
+    points = queries.points(store, job_ids, "tsne")
+    out = {}
+    for (job_id,), frame in points.group_by("job_id"):
+        if frame["label"].n_unique() > 1:
+            out[job_id] = float(silhouette_score(frame.select("x", "y").to_numpy(), frame["label"].to_numpy()))
+    return out
+
+
+def tsne_clusters_sharpen(runs: pl.DataFrame, store: Path) -> Verdict:
+    """Rotated-MNIST: the t-SNE clusters of the digits are sharper with alpha 100, beta 10 than in the classic
+    VAE: silhouette(alpha 100, beta 10, gamma 0.8) - silhouette(classic) > 0."""
+    sil = tsne_silhouettes(store, runs["job_id"].to_list()) if store is not None else {}
+    frame = runs.with_columns(pl.col("job_id").replace_strict(sil, default=None, return_dtype=pl.Float64)
+                              .alias("silhouette"))
+    s = Settings(frame, "silhouette")
+    classic, sharp = s.get(alpha=0.0, beta=1.0, gamma=0.0), s.get(alpha=100.0, beta=10.0, gamma=0.8)
+    if classic is None or sharp is None:
+        return missing("need t-SNE points (`harness eval --metric tsne`) of the classic VAE and of alpha 100, "
+                       "beta 10, gamma 0.8")
+    return s.verdict(f"t-SNE silhouette by digit: classic {_mean(classic):.3f}, alpha 100 beta 10 {_mean(sharp):.3f}",
+                     [Assertion("sil(alpha 100, beta 10) - sil(classic)", stats.difference(classic, sharp), ">")])
 
 
 def _dataset(*names: str) -> Callable[[pl.DataFrame], bool]:
@@ -313,31 +456,97 @@ def _has_factors(runs: pl.DataFrame) -> bool:
     return runs["kim_mnih"].is_not_null().any() and runs["dataset"][0] in ("shapes2d", "dsprites")
 
 
+def _fashion_sparse(runs: pl.DataFrame) -> bool:
+    return _dataset("fashion_mnist")(runs) and _sparse(runs)
+
+
+NOISE = "seed noise: compare's 0.01 tolerance for a score in [0, 1]"
 CLAIMS: tuple[Claim, ...] = (
-    Claim("sparsity.gamma_above", "Sparsity: gamma 0.8 is sparser than gamma 0 at every alpha (beta 1)",
-          lambda r: _dataset("fashion_mnist")(r) and _sparse(r), gamma_above_at_every_alpha,
-          "gamma 0 and 0.8 at two or more alphas"),
+    Claim("sparsity.gamma_above", "Sparsity: gamma 0.8 is sparser than gamma 0 at every alpha (and beta)",
+          _fashion_sparse, gamma_above_at_every_alpha, "gamma 0 and 0.8 at two or more alphas",
+          "any positive difference: the paper's Figure 2 gives no size, only the order of the curves"),
     Claim("sparsity.rises_then_flattens", "Sparsity: with gamma 0.8 it rises steeply from alpha 0 to 100 and "
-          "flattens by 1000", lambda r: _dataset("fashion_mnist")(r) and _sparse(r), sparsity_rises_then_flattens,
-          "alpha 0, 100, 1000 at gamma 0.8, beta 1"),
-    Claim("sparsity.gaussian_low", "Sparsity: with gamma 0 it stays low and does not rise with alpha",
-          lambda r: _dataset("fashion_mnist")(r) and _sparse(r), gaussian_stays_low, "gamma 0 at alpha 0 and more"),
+          "flattens by 1000", _fashion_sparse, sparsity_rises_then_flattens, "alpha 0, 100, 1000 at gamma 0.8, beta 1",
+          f"steeply: a rise above {STEEP:g} (five times the {NOISE}); flattens: the step from 100 to 1000 is "
+          "smaller than the step from 0 to 100 (the paper's curve is nearly level from 100 to 1000)"),
+    Claim("sparsity.gaussian_low", "Sparsity: with gamma 0 it stays low and drifts down with alpha",
+          _fashion_sparse, gaussian_stays_low, "gamma 0 at alpha 0 and more",
+          "drifts down: h(largest alpha) - h(0) below 0 (SPEC section 6); low: below gamma 0.8 there"),
     Claim("sparsity.beta5_lowest", "Sparsity: beta 5 gives the lowest gamma 0.8 curve",
-          lambda r: _dataset("fashion_mnist")(r) and _sparse(r), beta5_lowest, "betas 0.1, 1, 5 at gamma 0.8"),
+          _fashion_sparse, beta5_lowest, "betas 0.1, 1, 5 at gamma 0.8",
+          "any negative difference, at every alpha: the paper gives the order, not a size"),
+    Claim("sparsity.few_dims_per_class", "Sparsity: at alpha 1000, beta 1, gamma 0.8 each class uses a few "
+          "dimensions strongly and leaves most near zero", _fashion_sparse, few_dimensions_per_class,
+          "class_magnitudes at alpha 1000, beta 1, gamma 0.8",
+          f"a few: the {FEW_DIMS} strongest of 50 dimensions carry over {FEW_SHARE:g} of a class's magnitude (an even "
+          f"spread gives 0.1; the paper's Figure 3 shows 3 to 6 bars per class), and more than with gamma 0"),
     Claim("clustering.beta_destroys", "Clustering: with alpha 0, raising beta destroys the four-arm structure",
-          _dataset("pinwheel"), beta_destroys_clusters, "alpha 0 at two or more betas"),
+          _dataset("pinwheel"), beta_destroys_clusters, "alpha 0 at beta 0 and more",
+          f"destroys: the arms keep at most {DESTROYED:g} of their separation at beta 0 (the paper's Figure 4 shows "
+          "one blob at the largest beta)"),
     Claim("clustering.alpha_keeps", "Clustering: with beta 0, raising alpha keeps the structure",
-          _dataset("pinwheel"), alpha_keeps_clusters, "beta 0 at two or more alphas"),
-    Claim("independence.structured_better", "Independence: learnt anisotropic and Student-t priors disentangle "
-          "better than the isotropic Gaussian (beta 1)", _has_factors, structured_priors_disentangle_better,
-          "Gaussian and structured priors at beta 1"),
+          _dataset("pinwheel"), alpha_keeps_clusters, "beta 0 at alpha 0 and more",
+          f"keeps: the separation falls by less than {KEPT:g} (about twice its seed spread), while the divergence "
+          "that alpha weights falls (alpha acts)"),
+    Claim("independence.structured_better", "Independence: the learnt anisotropic prior and the reference's "
+          "Student-t (df 9) disentangle better than the isotropic Gaussian (beta 1)", _has_factors,
+          structured_priors_disentangle_better, "Gaussian and structured priors at beta 1",
+          "any positive difference in Kim & Mnih (Student-t after the change of measure, as the reference "
+          "reports it): the paper's Figure 5 gives the order"),
+    Claim("independence.little_cost", "Independence: the structured priors cost little in reconstruction",
+          _has_factors, structured_priors_cost_little, "Gaussian and structured priors at beta 1",
+          f"little: the reconstruction error rises by less than {LITTLE_COST:.0%} (the paper's Figure 5 puts them "
+          "at nearly the Gaussian's reconstruction)"),
+    Claim("independence.learnt_over_fixed", "Independence: the anisotropic prior disentangles better learnt than "
+          "fixed (beta 1)", _has_factors, learnt_beats_fixed, "the anisotropic prior fixed and learnt at beta 1",
+          "any positive difference: the paper gives the order"),
     Claim("independence.iso_beta_no_gain", "Independence: the isotropic Gaussian gains nothing from larger beta",
-          _has_factors, isotropic_gains_nothing_from_beta, "the Gaussian at beta 1 and more"),
+          _has_factors, isotropic_gains_nothing_from_beta, "the Gaussian at beta 1 and more",
+          f"nothing: a gain below {NO_GAIN:g} (twice the {NOISE})"),
     Claim("rotated.classic_not_sparse", "Rotated-MNIST: the classic VAE shows no sparsity",
-          _dataset("rotated_mnist"), classic_vae_not_sparse, "the classic VAE and alpha 1000"),
+          _dataset("rotated_mnist"), classic_vae_not_sparse, "the classic VAE and alpha 1000",
+          "every other setting is sparser by any positive amount (the report's table gives the order)"),
     Claim("rotated.alpha_over_beta", "Rotated-MNIST: raising alpha adds more sparsity than raising beta",
-          _dataset("rotated_mnist"), alpha_adds_more_than_beta, "(0, 1), (1000, 1), (0, 128) at gamma 0.8"),
+          _dataset("rotated_mnist"), alpha_adds_more_than_beta, "(0, 1), (1000, 1), (0, 128) at gamma 0.8",
+          "any positive difference (the report's table gives the order)"),
+    Claim("rotated.tsne_sharpens", "Rotated-MNIST: the t-SNE clusters sharpen with alpha 100, beta 10",
+          _dataset("rotated_mnist"), tsne_clusters_sharpen, "t-SNE of the classic VAE and of alpha 100, beta 10",
+          "sharper: a higher silhouette of the embedding by digit than the classic VAE's, by any amount (the report "
+          "shows the pictures only)"),
 )
+
+
+# The data and training budget of each experiment in the paper (and the report): training images, epochs.
+PAPER_BUDGETS = {"fashion_mnist": (60_000, 80), "pinwheel": (400, 500), "dsprites": (737_280, 20),
+                 "shapes2d": (737_280, 20), "rotated_mnist": (60_000, 80)}
+
+
+def data_and_budget(runs: pl.DataFrame) -> str:
+    """What a verdict stands on, against the paper's: the dataset (and whether it is a stand-in), how many
+    training images of how many, and epochs against the paper's, so that a PASS on a demo is never read as a
+    reproduction: 'shapes2d (procedural stand-in for dSprites): 15,000 of 737,280 training images, 6 of 20
+    epochs'."""
+    import json
+
+    from harness.datasets import planned_sizes
+    from harness.schema import Options
+
+    spec = json.loads(runs["spec"][0])
+    dataset = spec["dataset"] if isinstance(spec["dataset"], dict) else {"name": spec["dataset"]}
+    name = dataset["name"]
+    epochs = int(runs["epochs"][0])
+    paper = PAPER_BUDGETS.get(name)
+    try:
+        train = planned_sizes(Options(name, tuple(sorted((k, v) for k, v in dataset.items() if k != "name"))))[0]
+    except Exception:  # an option this code does not know: say what is known
+        train = None
+    label = name + (" (procedural stand-in for dSprites)" if name == "shapes2d" else "")
+    if paper is None:
+        return f"{label}: {epochs} epochs (no paper budget to compare with)"
+    images = f"{train:,} of {paper[0]:,} training images" if train else f"the paper has {paper[0]:,} training images"
+    budget = f"{epochs} of {paper[1]} epochs"
+    full = train == paper[0] and epochs >= paper[1] and name != "shapes2d"
+    return f"{label}: {images}, {budget}" + (" (the paper's budget)" if full else "")
 
 
 def main_family(runs: pl.DataFrame) -> tuple[pl.DataFrame, str]:
@@ -350,7 +559,7 @@ def main_family(runs: pl.DataFrame) -> tuple[pl.DataFrame, str]:
     return chosen, note
 
 
-def _result(claim: Claim, sweep: str, verdict: Verdict, note: str, single_seed: bool) -> ClaimResult:
+def _result(claim: Claim, sweep: str, verdict: Verdict, note: str, single_seed: bool, data: str) -> ClaimResult:
     decided = verdict.decide(single_seed)
     lines = [t.describe(single_seed) for t in verdict.tests]
     counts = sorted({n for t in verdict.tests for n in t.effect.n})
@@ -359,7 +568,7 @@ def _result(claim: Claim, sweep: str, verdict: Verdict, note: str, single_seed: 
     evidence = verdict.missing or "; ".join([verdict.evidence, *lines])
     return ClaimResult(claim.claim_id, claim.text, sweep, decided, evidence + note, verdict.job_ids, verdict.seeds,
                        lines, "-".join(str(c) for c in sorted({counts[0], counts[-1]})) if counts else "",
-                       ", ".join(methods), SINGLE_SEED if by_means else "")
+                       ", ".join(methods), SINGLE_SEED if by_means else "", data)
 
 
 def check_claims(store: Path, numerics: int | None = NUMERICS_VERSION, sweeps: list[str] | None = None,
@@ -372,7 +581,8 @@ def check_claims(store: Path, numerics: int | None = NUMERICS_VERSION, sweeps: l
         if runs.is_empty():
             continue
         runs, note = main_family(with_settings(runs))
+        data = data_and_budget(runs)
         for claim in CLAIMS:
             if claim.applies(runs):
-                results.append(_result(claim, sweep, claim.check(runs, store), note, single_seed))
+                results.append(_result(claim, sweep, claim.check(runs, store), note, single_seed, data))
     return results

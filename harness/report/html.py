@@ -48,6 +48,7 @@ class ClaimLike(Protocol):
     n: str  # seeds of the tested settings, e.g. "3" or "1-3"
     method: str  # how the intervals were computed
     note: str  # "1 seed: no noise estimate" where means alone decided
+    data: str  # the data and budget the verdict stands on, against the paper's
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,8 @@ def _claims_table(anchor: str, claims: Sequence[ClaimLike]) -> str:
             "<tr>"
             f"<td><code>{escape(c.claim_id)}</code></td>"
             f"<td>{escape(c.text)}</td>"
-            f"<td>{escape(c.sweep)}</td>"
+            f"<td>{escape(c.sweep)}" + (f"<br><small>{escape(c.data)}</small>" if getattr(c, "data", "") else "")
+            + "</td>"
             f'<td class="verdict {VERDICT_CLASS[c.verdict]}">{escape(c.verdict)}{note}</td>'
             f"<td>{summary}" + (f'<ul class="tests">{tests}</ul>' if tests else "") + "</td>"
             f"<td>{escape(c.n or '-')}<br><small>{escape(c.method)}</small></td>"
@@ -228,8 +230,8 @@ def _claims_table(anchor: str, claims: Sequence[ClaimLike]) -> str:
         "lies wholly on the other side; INCONCLUSIVE: some straddle; NOT ENOUGH DATA: a setting is missing or "
         "has one seed.</p>",
         '<table class="claims">',
-        "<thead><tr><th>id</th><th>claim</th><th>sweep</th><th>verdict</th><th>evidence and tested differences</th>"
-        "<th>n (seeds)</th><th>jobs</th></tr></thead>",
+        "<thead><tr><th>id</th><th>claim</th><th>sweep (data, budget)</th><th>verdict</th>"
+        "<th>evidence and tested differences</th><th>n (seeds)</th><th>jobs</th></tr></thead>",
         "<tbody>", *rows, "</tbody>",
         "</table>",
     ])
