@@ -144,3 +144,14 @@ def test_few_dimensions_per_class_reads_the_class_magnitudes(monkeypatch):
     assert verdict.decide(single_seed=True) == PASS, verdict
     strong = dict.fromkeys(strong, 50)  # every dimension used alike: not a few
     assert few_dimensions_per_class(runs, "store").decide(single_seed=True) == FAIL
+
+
+def test_the_claims_table_in_the_docs_lists_every_claim_with_its_threshold():
+    from pathlib import Path
+
+    from harness.report.claims import CLAIMS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "claims.md").read_text()
+    for claim in CLAIMS:
+        assert claim.threshold, claim.claim_id
+        assert f"| `{claim.claim_id}` | {claim.text.split(': ', 1)[1]} | {claim.threshold} |" in text, claim.claim_id
