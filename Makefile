@@ -85,9 +85,10 @@ canary: data
 REPRO := runs/repro/harness.duckdb
 reproduce: data
 	$(BIN)/harness data fetch mnist
-	for sweep in clustering rotated_mnist sparsity independence; do \
+	for sweep in clustering rotated_mnist sparsity independence diagnosis/clustering_beta diagnosis/rotated_mnist_40; do \
 	  $(BIN)/harness sweep run sweeps/repro/$$sweep.toml --store $(REPRO) || exit 1; done
 	$(BIN)/harness eval --metric tsne sweeps/repro/rotated_mnist.toml --store $(REPRO)
+	$(BIN)/harness eval --metric tsne sweeps/repro/diagnosis/rotated_mnist_40.toml --store $(REPRO)
 	$(BIN)/harness report figures --store $(REPRO) --out docs/reproduction
 	$(BIN)/harness report export --store $(REPRO) --out docs/reproduction/runs.csv
 

@@ -91,7 +91,7 @@ def test_claims_follow_the_numbers_and_fail_the_exit_code(store, tmp_path):
     assert above.verdict == PASS and above.note == "" and above.n == "2" and above.method == "paired t"
     assert ("alpha 1000, beta 1: hoyer(gamma 0.8) - hoyer(gamma 0) = +0.325 [+0.134, +0.516] (paired t, n 2/2)"
             in above.evidence)
-    assert above.data == "fashion_mnist: 60,000 of 60,000 training images, 2 of 80 epochs"
+    assert above.data == "fashion_mnist: 2 epochs of 60,000 training examples (the paper: 80 epochs of 60,000)"
     # make gamma 0 sparser at alpha 1000 on two seeds: the claim now fails, and so does the command
     add(store, "main2", [(job(1000, 0.8, 5), 0.50), (job(1000, 0.0, 5), 0.70), (job(0, 0.8, 5), 0.3),
                          (job(0, 0.0, 5), 0.2), (job(1000, 0.8, 6), 0.51), (job(1000, 0.0, 6), 0.72),

@@ -517,37 +517,15 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-# The data and training budget of each experiment in the paper (and the report): training images, epochs.
-PAPER_BUDGETS = {"fashion_mnist": (60_000, 80), "pinwheel": (400, 500), "dsprites": (737_280, 20),
-                 "shapes2d": (737_280, 20), "rotated_mnist": (60_000, 80)}
-
-
 def data_and_budget(runs: pl.DataFrame) -> str:
-    """What a verdict stands on, against the paper's: the dataset (and whether it is a stand-in), how many
-    training images of how many, and epochs against the paper's, so that a PASS on a demo is never read as a
-    reproduction: 'shapes2d (procedural stand-in for dSprites): 15,000 of 737,280 training images, 6 of 20
-    epochs'."""
-    import json
+    """What a verdict stands on, against the paper's: the dataset (and whether it is a stand-in), then the
+    epochs and training examples against the full run's (style.budget), so that a PASS on a demo is never
+    read as a reproduction: 'shapes2d (procedural stand-in for dSprites): 6 epochs of 15,000 training
+    examples (the paper (dSprites): 20 epochs of 737,280)'."""
+    from harness.report.style import budget
 
-    from harness.datasets import planned_sizes
-    from harness.schema import Options
-
-    spec = json.loads(runs["spec"][0])
-    dataset = spec["dataset"] if isinstance(spec["dataset"], dict) else {"name": spec["dataset"]}
-    name = dataset["name"]
-    epochs = int(runs["epochs"][0])
-    paper = PAPER_BUDGETS.get(name)
-    try:
-        train = planned_sizes(Options(name, tuple(sorted((k, v) for k, v in dataset.items() if k != "name"))))[0]
-    except Exception:  # an option this code does not know: say what is known
-        train = None
-    label = name + (" (procedural stand-in for dSprites)" if name == "shapes2d" else "")
-    if paper is None:
-        return f"{label}: {epochs} epochs (no paper budget to compare with)"
-    images = f"{train:,} of {paper[0]:,} training images" if train else f"the paper has {paper[0]:,} training images"
-    budget = f"{epochs} of {paper[1]} epochs"
-    full = train == paper[0] and epochs >= paper[1] and name != "shapes2d"
-    return f"{label}: {images}, {budget}" + (" (the paper's budget)" if full else "")
+    name = runs["dataset"][0]
+    return f"{name}{' (procedural stand-in for dSprites)' if name == 'shapes2d' else ''}: {budget(runs)}"
 
 
 def main_family(runs: pl.DataFrame) -> tuple[pl.DataFrame, str]:
