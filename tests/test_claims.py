@@ -85,7 +85,7 @@ def test_beta_destroys_needs_half_the_separation_gone():
     from harness.report.claims import beta_destroys_clusters
 
     def runs(high):
-        return settings_runs({(0.0, 0.0, "mix"): [0.80, 0.82, 0.79], (0.0, 2.0, "mix"): high}, "class_separation")
+        return settings_runs({(0.0, 0.0, "mix"): [0.80, 0.82, 0.79], (0.0, 2.0, "mix"): high}, "posterior_separation")
 
     assert beta_destroys_clusters(runs([0.20, 0.22, 0.18]), None).decide() == PASS
     # a real but small loss (0.80 -> 0.70) does not destroy the structure
@@ -97,7 +97,7 @@ def test_alpha_keeps_fails_when_alpha_does_not_act():
     from harness.report.claims import alpha_keeps_clusters
 
     sep = {(0.0, 0.0, "mix"): [0.80, 0.82, 0.79], (10.0, 0.0, "mix"): [0.81, 0.82, 0.80]}
-    runs = settings_runs(sep, "class_separation")
+    runs = settings_runs(sep, "posterior_separation")
     acting = runs.with_columns(pl.Series("reg", [0.50, 0.52, 0.49, 0.10, 0.12, 0.11]))
     idle = runs.with_columns(pl.Series("reg", [0.50, 0.52, 0.49, 0.51, 0.52, 0.50]))
     assert alpha_keeps_clusters(acting, None).decide() == PASS
@@ -155,3 +155,23 @@ def test_the_claims_table_in_the_docs_lists_every_claim_with_its_threshold():
     for claim in CLAIMS:
         assert claim.threshold, claim.claim_id
         assert f"| `{claim.claim_id}` | {claim.text.split(': ', 1)[1]} | {claim.threshold} |" in text, claim.claim_id
+
+
+def test_posterior_separation_counts_the_posteriors_spread():
+    """Four arms whose means stay apart: with tight posteriors q(z) keeps them (both measures near 1); with
+    posteriors wider than the arms' spacing q(z) is one blob, which only posterior_separation sees."""
+    import torch
+
+    from harness.metrics.registry import METRICS, Encodings
+
+    labels = torch.arange(4).repeat_interleave(100)
+    centres = torch.tensor([[0.0, -1.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    loc = centres[labels] + 0.05 * torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
+
+    def separation(scale: float) -> dict[str, float]:
+        enc = Encodings("test", loc, torch.full((400, 2), scale), labels, ("a", "b", "c", "d"))
+        return METRICS["class_separation"].compute(enc, torch.Generator()).values
+
+    tight, wide = separation(0.01), separation(5.0)
+    assert tight["class_separation"] == wide["class_separation"] > 0.99
+    assert tight["posterior_separation"] > 0.99 and wide["posterior_separation"] < 0.05

@@ -177,13 +177,21 @@ def _factor_info(enc: Encodings, gen: torch.Generator) -> MetricOutput:
 def _class_separation(enc: Encodings, gen: torch.Generator) -> MetricOutput:
     """How much of the codes' spread the classes explain: eta^2 = 1 - (within-class sum of squares) /
     (total sum of squares), over all dimensions; 1 when each class sits on its own point, 0 when the
-    classes overlap completely (the clustering experiment's 'four-arm structure')."""
+    classes overlap completely (the clustering experiment's 'four-arm structure').
+
+    class_separation reads the posterior means alone. posterior_separation (version 2) reads the aggregate
+    posterior q(z) = mean_n q(z | x_n), whose spread adds every posterior's variance to both sums
+    (E||z_n - m||^2 = ||mu_n - m||^2 + sum_d sigma_nd^2): what beta acts on, and what the paper's pictures of
+    q(z) show. Means can keep the arms apart while the posteriors around them grow into one blob."""
 
     z = enc.loc.double()
+    spread = (enc.scale.double() ** 2).sum()  # sum over n and d of sigma_nd^2
     total = ((z - z.mean(0)) ** 2).sum()
     within = sum(((z[enc.labels == c] - z[enc.labels == c].mean(0)) ** 2).sum()
                  for c in enc.labels.unique().tolist())
-    return MetricOutput({"class_separation": float(1 - within / total) if total > 0 else 0.0})
+    return MetricOutput({"class_separation": float(1 - within / total) if total > 0 else 0.0,
+                         "posterior_separation": float(1 - (within + spread) / (total + spread))
+                         if total + spread > 0 else 0.0})
 
 
 GRID_SIZE, GRID_RANGE = 61, 2.5  # the aggregate posterior's density on a 61 x 61 grid over [-2.5, 2.5]^2
@@ -248,8 +256,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            columns=("mig",)),
     Metric("factor_info", 1, "per-dimension mutual information and |correlation| with each factor",
            _factor_info, _has_factors),
-    Metric("class_separation", 1, "share of the codes' variance that the classes explain (eta squared)",
-           _class_separation, lambda enc: len(enc.labels.unique()) > 1, columns=("class_separation",)),
+    # version 2 adds posterior_separation (class_separation is unchanged)
+    Metric("class_separation", 2, "share of the codes' variance that the classes explain (eta squared), of the "
+           "posterior means and of the aggregate posterior", _class_separation,
+           lambda enc: len(enc.labels.unique()) > 1, columns=("class_separation", "posterior_separation")),
     Metric("aggregate_posterior", 1, f"density of the aggregate posterior on a {GRID_SIZE}x{GRID_SIZE} grid "
            "(2-D latents)", _aggregate_posterior, lambda enc: enc.loc.shape[1] == 2),
     Metric("tsne", 1, f"t-SNE of the test posterior means (scikit-learn, at most {TSNE_SAMPLE} points); only "
