@@ -89,8 +89,12 @@ reproduce: data
 	  $(BIN)/harness sweep run sweeps/repro/$$sweep.toml --store $(REPRO) || exit 1; done
 	$(BIN)/harness eval --metric tsne sweeps/repro/rotated_mnist.toml --store $(REPRO)
 	$(BIN)/harness eval --metric tsne sweeps/repro/diagnosis/rotated_mnist_40.toml --store $(REPRO)
+	$(BIN)/harness eval --metric class_separation sweeps/repro/clustering.toml --store $(REPRO)
 	$(BIN)/harness report figures --store $(REPRO) --out docs/reproduction
 	$(BIN)/harness report export --store $(REPRO) --out docs/reproduction/runs.csv
+	COLUMNS=200 $(BIN)/harness report claims --store $(REPRO) > docs/reproduction/claims.txt || [ $$? -eq 1 ]
+	$(BIN)/python -m harness.report.budget $(REPRO) docs/reproduction sweeps/repro/diagnosis/diagnoses.json
+	$(BIN)/python -m harness.report.rotation $(REPRO) repro_rotated_mnist docs/reproduction/rotation.csv
 
 # after an intended change of the numbers (a numerics bump) or of sweeps/canary.toml: a new baseline
 canary-baseline: data
