@@ -156,3 +156,25 @@ def test_timings_are_per_model_epoch_by_device_pack_and_commit(tmp_path):
     assert float(rows[1]["seconds_per_model_epoch"]) == 8.0 and float(rows[4]["seconds_per_model_epoch"]) == 2.0
     assert "2 x 1" in result.output
     assert rows[4]["git_commit"] == "abcdef1" and "8.00" in result.output and "2.00" in result.output
+
+
+def test_a_claims_effects_against_the_budget(store, tmp_path):
+    """The diagnosis of a claim: its tested effects per sweep, in the given order, with their intervals and
+    the margin, as a figure and its CSV; a sweep the claim does not apply to gives no rows."""
+    from harness.report.budget import budget_figure, claim_effects
+
+    add(store, "longer", [(job(a, g, s, epochs=4), h) for (a, g, s, h) in
+                          [(0, 0.8, 1, 0.30), (0, 0.8, 2, 0.31), (1000, 0.8, 1, 0.60), (1000, 0.8, 2, 0.62),
+                           (0, 0.0, 1, 0.20), (0, 0.0, 2, 0.21), (1000, 0.0, 1, 0.19), (1000, 0.0, 2, 0.18)]])
+    effects = claim_effects(store.path, "sparsity.gamma_above", ["main", "longer"])
+    assert effects["sweep"].unique(maintain_order=True).to_list() == ["main", "longer"]
+    longer = effects.filter(effects["sweep"] == "longer")
+    assert longer["what"].to_list() == ["alpha 0, beta 1: hoyer(gamma 0.8) - hoyer(gamma 0)",
+                                        "alpha 1000, beta 1: hoyer(gamma 0.8) - hoyer(gamma 0)"]
+    assert longer["estimate"].to_list() == pytest.approx([0.10, 0.425])
+    assert longer["test_verdict"].to_list() == [PASS, PASS] and longer["margin"].to_list() == [0.0, 0.0]
+    assert "4 epochs of 60,000 training examples" in longer["data"][0]
+    assert claim_effects(store.path, "rotated.alpha_over_beta", ["main"]).is_empty()
+    paths = budget_figure(store.path, "sparsity.gamma_above", ["main", "longer"], ["2 epochs", "4 epochs"], tmp_path)
+    assert [p.name for p in paths] == ["diagnosis-sparsity.gamma_above.png", "diagnosis-sparsity.gamma_above.csv"]
+    assert all(p.stat().st_size > 0 for p in paths)
