@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.numerics import NUMERICS_VERSION
 from harness.packing import MAX_PACK, choose_pack_size, one_step
 from harness.schema import SpecError
 from harness.spec import JobSpec, Pack, load_sweep, plan_packs
@@ -41,7 +42,8 @@ def strip(result) -> list[dict]:
 def test_autocast_none_is_left_out_so_every_existing_id_stays():
     spec = load_sweep(SPARSITY).jobs[0]
     assert spec.autocast == "none"
-    assert (spec.job_id, spec.id_at(2), spec.id_at(1)) == ("85e3927267706f78", "df665e62926d90b7", "942a920b032a6870")
+    assert (spec.id_at(3), spec.id_at(2), spec.id_at(1)) == ("85e3927267706f78", "df665e62926d90b7", "942a920b032a6870")
+    assert spec.job_id == spec.id_at(NUMERICS_VERSION)
     assert replace(spec, autocast="none").job_id == spec.job_id
     assert "autocast" not in spec.canonical_json() and "autocast" not in spec.to_dict()
     assert {v: spec.id_at(v) for v in (1, 2, 3)} == {v: replace(spec, autocast="none").id_at(v) for v in (1, 2, 3)}

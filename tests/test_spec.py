@@ -75,7 +75,7 @@ def test_job_id_is_a_pure_function_of_the_spec():
     job = load_sweep(ROOT / "sweeps" / "sparsity.toml").jobs[0]
     # pinned: the same spec has this id on every machine; a change here must bump SPEC_VERSION
     assert job.canonical_json().startswith('{"alpha":0.0,"arch":"conv32"')
-    assert job.job_id == "85e3927267706f78"
+    assert job.id_at(3) == "85e3927267706f78" and job.job_id == "f3698bac744eecf8"  # numerics 3 and 4
     assert job.id_at(2) == "df665e62926d90b7"  # numerics 2's id of the same spec
     # the id the first release (numerics 1, no version in the hash) gave it, as its stores hold it
     assert job.id_at(1) == "942a920b032a6870"
@@ -178,7 +178,7 @@ def test_a_single_grid_table_keeps_its_jobs_and_their_order(tmp_path):
     # pinned: [grid] crosses its lists in file order, the last key fastest (alpha, then prior.gamma)
     assert [(j.alpha, j.prior["gamma"]) for j in jobs] == [(0, 0), (0, 0.8), (100, 0), (100, 0.8), (1000, 0),
                                                            (1000, 0.8)]
-    assert jobs[0].job_id == "baae0d293fb7e8f3"
+    assert jobs[0].id_at(3) == "baae0d293fb7e8f3" and jobs[0].job_id == "5c500ea8dd796a98"  # numerics 3 and 4
     table = load_sweep(_write(tmp_path, BASE.format(prior='"sparse"') + "[grid]\nalpha = [0, 10]\nbeta = [1, 2]\n"))
     array = load_sweep(_write(tmp_path, BASE.format(prior='"sparse"') + "[[grid]]\nalpha = [0, 10]\nbeta = [1, 2]\n"))
     assert [j.job_id for j in table.jobs] == [j.job_id for j in array.jobs]

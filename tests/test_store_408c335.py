@@ -74,4 +74,6 @@ def test_the_old_store_rebuilds_to_the_same_tables(store_408):
         if name == "schema_migrations":  # the rebuilt store is at the newest schema: 408c335's steps, then ours
             assert after[name][:len(before[name])] == before[name]
             continue
+        if name == "schema_views":  # a digest of today's view definitions, which follow the metric registry
+            continue
         assert after[name] == before[name], name
