@@ -22,9 +22,16 @@ DataRootOption = Annotated[Path | None, typer.Option(
     "DIR/cache, else ~/.cache/harness/cache).", show_default=False)]
 
 
+def plain(text: object) -> str:
+    """User text (a description, a sweep name, an id) made safe to print: control characters written as
+    escapes (\\x1b, \\x00), so nothing reaches the terminal raw, and rich's markup escaped, so that brackets
+    print as typed."""
+    return escape("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text)))
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line to stderr and exit with `code` (2: bad input, 1: anything else)."""
-    errors.print(f"[bold red]error:[/] {escape(' '.join(str(message).split()))}", highlight=False,
+    errors.print(f"[bold red]error:[/] {plain(' '.join(str(message).split()))}", highlight=False,
                  soft_wrap=True)
     raise typer.Exit(code)
 

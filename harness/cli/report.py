@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail
+from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail, plain
 from harness.db.store import Store, StoreUnavailable
 from harness.numerics import NUMERICS_VERSION
 
@@ -175,14 +175,14 @@ def job(job_id: Annotated[str, typer.Argument(help="A job id (see `harness db qu
     from harness.report.job import prior_samples, reconstructions, traversals
 
     the_store = Store(store)
-    if not the_store.job_dir(job_id).is_dir() or not re.fullmatch(r"[0-9a-f]{16}", job_id):
+    if not re.fullmatch(r"[0-9a-f]{16}", job_id) or not the_store.job_dir(job_id).is_dir():  # checked before use
         fail(f"no job '{job_id}' in {store} (a job id is 16 hex digits; its folder holds the checkpoint)", 2)
     root = data_root_str(data_root)
     for draw in (reconstructions, prior_samples, traversals):
         try:
             paths = draw(the_store, job_id, out, data_root=root)
         except ValueError as exc:  # e.g. traversals of vector data
-            console.print(f"{draw.__name__}: skipped: {exc}", highlight=False)
+            console.print(f"{draw.__name__}: skipped: {plain(exc)}", highlight=False)
             continue
         except FileNotFoundError as exc:
             fail(str(exc))

@@ -20,8 +20,10 @@ from harness.cli.common import (
     data_root_str,
     fail,
     load_sweep_file,
+    plain,
     report_quarantined,
 )
+from harness.db import sweeps as sweeps_db
 from harness.db.store import Store, StoreUnavailable, StoreWriteError
 from harness.db.sweeps import SweepConflict
 from harness.driver import ExecutorRefused, cancel_sweep, plan_sweep, run_sweep, sweep_status
@@ -76,7 +78,7 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
         fail(str(exc), 2)
     left = planned.left
     pack_of = {job.job_id: i + 1 for i, pack in enumerate(planned.packs) for job in pack.jobs}
-    table = Table(title=f"sweep {sweep.name}: {sweep.description}", title_justify="left")
+    table = Table(title=f"sweep {plain(sweep.name)}: {plain(sweep.description)}", title_justify="left")
     columns = ["job_id", "dataset", "prior", "gamma", "alpha", "beta", "seed", "epochs", "status", "pack"]
     for column in columns:
         table.add_column(column, justify="right" if column in ("gamma", "alpha", "beta", "seed", "epochs", "pack")
@@ -296,7 +298,7 @@ def status(store: StoreOption = DEFAULT_STORE) -> None:
     for column in ("sweep", "description", "jobs", "done", "failed", "diverged", "running", "pending", "stale"):
         table.add_column(column, justify="left" if column in ("sweep", "description") else "right")
     for row in found.rows:
-        table.add_row(*[str(v) for v in row])
+        table.add_row(*[plain(v) for v in row])
     console.print(table)
     for note in found.tasks:
         if note.live or note.ingested or note.dead:
@@ -322,12 +324,15 @@ def cancel(sweep_name: Annotated[str, typer.Argument(
     if not Path(store).exists():
         fail(f"no store at {store}; run a sweep first or pass --store PATH")
     try:
+        if sweeps_db.text(Store(store), name) is None:
+            fail(f"no sweep '{name}' in {store}; `harness sweep status --store {store}` lists them", 2)
         cancelled = cancel_sweep(Store(store), name)
     except TasksUnavailable as exc:
         fail(f"cannot cancel: {exc}")
     except StoreUnavailable as exc:
         fail(str(exc))
     if cancelled is None:
-        console.print(f"sweep {name} has no Slurm tasks queued or running in {store}")
+        console.print(f"sweep {plain(name)} has no Slurm tasks queued or running in {plain(store)}")
         return
-    console.print(f"cancelled {len(cancelled)} Slurm tasks of sweep {name}: {', '.join(cancelled) or 'none'}")
+    console.print(f"cancelled {len(cancelled)} Slurm tasks of sweep {plain(name)}: "
+                  f"{plain(', '.join(cancelled) or 'none')}")

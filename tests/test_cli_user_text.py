@@ -1,0 +1,59 @@
+"""User text reaches the terminal as text: rich markup in a description or a name prints as typed (no crash),
+control characters are escaped, and ids and sweep names are checked before use, each with one line."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.db import sweeps
+from harness.db.store import Store
+from tests.test_cli_data import assert_one_line_error
+
+DESCRIPTION = "oops [/] and [bold]x, esc \x1b[31m and nul \x00"
+SWEEP = """[sweep]
+name = "oops"
+description = "oops [/] and [bold]x, esc \\u001b[31m and nul \\u0000"
+[base]
+dataset = { name = "pinwheel" }
+arch = "mlp"
+latent_dim = 2
+likelihood = { name = "normal" }
+prior = { name = "mixture", variance = 0.03 }
+divergence = "kld_inc"
+epochs = 1
+batch_size = 400
+lr = 1e-3
+"""
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    store = Store(tmp_path / "h.duckdb")
+    sweeps.register(store, "oops", str(tmp_path / "s.toml"), DESCRIPTION, SWEEP, [])
+    return store
+
+
+def test_markup_and_control_characters_in_a_description_print_as_text(store, tmp_path):
+    (tmp_path / "s.toml").write_text(SWEEP)
+    for result in (invoke("sweep", "plan", str(tmp_path / "s.toml"), "--store", str(store.path)),
+                   invoke("sweep", "status", "--store", str(store.path))):
+        assert result.exit_code == 0, result.output + result.stderr
+        assert "oops [/] and [bold]x, esc \\x1b[31m and nul \\x00" in result.output
+        assert "\x1b" not in result.output and "\x00" not in result.output
+
+
+def test_cancel_of_an_unknown_sweep_is_bad_input(store):
+    assert_one_line_error(invoke("sweep", "cancel", "[/]", "--store", str(store.path)), 2, "no sweep '[/]'")
+    result = invoke("sweep", "cancel", "oops", "--store", str(store.path))
+    assert result.exit_code == 0 and "no Slurm tasks" in result.output
+
+
+@pytest.mark.parametrize("job_id", ["abc", "../../etc/passwd", "", "[/]"])
+def test_report_job_checks_the_id_before_using_it(store, job_id):
+    assert_one_line_error(invoke("report", "job", job_id, "--store", str(store.path)), 2, "16 hex digits")
