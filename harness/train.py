@@ -289,7 +289,15 @@ def _train_and_evaluate(pack: Pack, members: list[_Member], data: Dataset, devic
     batch, latent = first.batch_size, first.latent_dim
     if len(data.train_x) < batch:
         raise ValueError(f"batch_size {batch} is larger than the training set ({len(data.train_x)} examples)")
-    done = resume.load_state(resume_dir, model, optimiser, members, device) if resume_dir is not None else 0
+    done = 0
+    if resume_dir is not None:
+        try:
+            done = resume.load_state(resume_dir, model, optimiser, members, device)
+        except resume.DamagedState as exc:  # nothing was loaded: train from the start, never from bad numbers
+            moved = resume.set_aside(resume_dir)
+            log.warning("resume state discarded: %s; moved aside to %s; the pack trains from epoch 0", exc, moved)
+            for m in members:
+                m.result.run_options["resume_discarded"] = str(exc)
     step = TrainStep(model, optimiser, divergence, alpha, beta, compile)
     for epoch in range(done + 1, first.epochs + 1):
         model.train()
