@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -22,7 +23,7 @@ from harness.db.ingest import Ingest, write_evaluation
 from harness.db.store import Store
 from harness.metrics.registry import METRICS, compute_metrics, encode_grid, encodings, needs_grid
 from harness.numerics import NUMERICS_VERSION
-from harness.shards import Evaluation, metric_records
+from harness.shards import Evaluation, metric_records, sha256_file
 from harness.spec import JobSpec, Sweep
 from harness.streams import metric_generator
 from harness.train import build_model
@@ -43,12 +44,37 @@ def read_spec(store: Store, job_id: str) -> JobSpec:
     return JobSpec.from_dict(json.loads((store.job_dir(job_id) / "spec.json").read_text()))
 
 
+class CheckpointDamaged(RuntimeError):
+    """A checkpoint file whose bytes differ from those its job recorded (or that cannot be read)."""
+
+
+def verify_checkpoint(store: Store, job_id: str) -> None:
+    """Check model.safetensors and spec.json against the sha256 that the job's shard recorded when it saved
+    them; raises CheckpointDamaged naming the file. Jobs from before checksums (none recorded) pass."""
+    try:
+        artifacts = json.loads(store.shard_path(job_id).read_text()).get("artifacts", [])
+    except (OSError, ValueError, AttributeError):
+        return  # no readable shard: nothing to check against (the store's own checks report the shard)
+    for artifact in artifacts if isinstance(artifacts, list) else []:
+        expected = artifact.get("sha256") if isinstance(artifact, dict) else None
+        if not expected:
+            continue
+        path = store.job_dir(job_id) / Path(str(artifact.get("path", ""))).name
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise CheckpointDamaged(f"{path} cannot be read ({exc.strerror or exc})") from None
+        if actual != expected:
+            raise CheckpointDamaged(f"{path} does not match the sha256 its job recorded: changed since training")
+
+
 def load_checkpoint(store: Store, job_id: str, data, device: str, spec: JobSpec | None = None):
     """(spec, one-member model in eval mode) from jobs/<job_id>/spec.json (unless given) and
-    model.safetensors."""
+    model.safetensors, after checking both against the sha256 the job recorded (CheckpointDamaged)."""
     from safetensors.torch import load_file
 
     folder = store.job_dir(job_id)
+    verify_checkpoint(store, job_id)
     spec = spec or read_spec(store, job_id)
     model = build_model((spec,), data, torch.device(device))
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from harness.shards import sha256_file
+
 
 def _state_tensors(model, optimiser, members) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors = {f"model/{key}": value.detach().contiguous().clone() for key, value in model.state_dict().items()}
@@ -49,7 +51,7 @@ def save_state(folder: Path, epoch: int, model, optimiser, members) -> None:
     tmp = folder / f".{name}.tmp"
     save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp))
     os.replace(tmp, folder / name)
-    record = {"epoch": epoch, "tensors": name, "tensors_sha256": _sha256_file(folder / name), "optimiser": optim,
+    record = {"epoch": epoch, "tensors": name, "tensors_sha256": sha256_file(folder / name), "optimiser": optim,
               "members": [{"job_id": m.job.job_id, "alive": m.alive, "status": m.result.status,
                            "failed_epoch": m.result.failed_epoch, "error": m.result.error,
                            "epochs": m.result.epochs} for m in members]}
@@ -64,14 +66,6 @@ def save_state(folder: Path, epoch: int, model, optimiser, members) -> None:
 
 class DamagedState(RuntimeError):
     """A resume state that cannot be trusted; the message names the file and what is wrong."""
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sha256_record(record: dict[str, Any]) -> str:
@@ -98,7 +92,7 @@ def _checked(folder: Path, model, members) -> tuple[dict[str, Any], dict[str, to
         raise DamagedState(f"{index} does not match its checksum (edited or written by an older release)")
     tensors_path = folder / str(record.get("tensors", ""))
     try:
-        if _sha256_file(tensors_path) != record.get("tensors_sha256"):
+        if sha256_file(tensors_path) != record.get("tensors_sha256"):
             raise DamagedState(f"{tensors_path} does not match the sha256 in {index.name}")
         tensors = load_file(str(tensors_path), device="cpu")
     except OSError as exc:

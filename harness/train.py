@@ -31,7 +31,7 @@ from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
 from harness.models.vae import PackedVAE, Terms, objective
 from harness.numerics import NUMERICS_VERSION
-from harness.shards import JobResult, metric_records
+from harness.shards import JobResult, metric_records, sha256_file
 from harness.spec import JobSpec, Pack
 from harness.streams import generator, metric_generator
 
@@ -426,4 +426,5 @@ def save_checkpoint(model: PackedVAE, g: int, job: JobSpec, folder: Path) -> lis
     spec_tmp = folder / ".spec.json.tmp"
     spec_tmp.write_text(job.canonical_json() + "\n")
     spec_tmp.replace(spec)
-    return [{"kind": "weights", "path": str(weights)}, {"kind": "spec", "path": str(spec)}]
+    return [{"kind": "weights", "path": str(weights), "sha256": sha256_file(weights)},
+            {"kind": "spec", "path": str(spec), "sha256": sha256_file(spec)}]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import resume
+from harness.shards import sha256_file
 from harness.spec import Pack
 from harness.train import train_pack
 from tests.test_pack import job, synthetic_images
@@ -81,3 +82,40 @@ def test_a_damaged_state_is_discarded_and_the_pack_trains_afresh(tmp_path, monke
     lines = [r.getMessage() for r in caplog.records if "resume state discarded" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0] and str(folder) in lines[0] and "epoch 0" in lines[0]
     assert not folder.exists() and len(list(tmp_path.glob("r.damaged-*"))) == 1  # moved aside, kept
+
+
+def test_a_changed_checkpoint_is_refused_by_eval_and_report_job(tmp_path):
+    """The checkpoint's sha256 is recorded in its shard and the store; `eval --force` and `report job` check
+    it and refuse changed bytes with one line, and the stored values stay as they were."""
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.db import sweeps
+    from harness.db.ingest import Ingest
+    from harness.db.store import Store, run_query
+    from harness.executors.worker import run_pack
+    from harness.spec import load_sweep
+
+    job = replace(load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "clustering.toml").jobs[0], epochs=2)
+    store = Store(tmp_path / "h.duckdb")
+    sweeps.register(store, "tiny", "-", "", "", [job.job_id])
+    run_pack(Pack((job,)), store, "tiny", "cpu", None)
+    Ingest(store).shards([job.job_id])
+    _, rows = run_query(store.path, "SELECT kind, sha256 FROM artifacts WHERE job_id = ? ORDER BY kind", [job.job_id])
+    weights = store.job_dir(job.job_id) / "model.safetensors"
+    assert rows == [("spec", sha256_file(weights.with_name("spec.json"))),
+                    ("weights", sha256_file(weights))]
+    sql = "SELECT name, value FROM metrics WHERE job_id = ? AND metric = 'class_separation' ORDER BY name"
+    before = run_query(store.path, sql, [job.job_id])[1]
+    data = bytearray(weights.read_bytes())
+    data[-8:] = bytes(8)
+    weights.write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["eval", "--metric", "class_separation", "--force", "--store", str(store.path)])
+    assert result.exit_code != 0 and "model.safetensors does not match the sha256" in result.output + result.stderr
+    assert "Traceback" not in result.output
+    assert run_query(store.path, sql, [job.job_id])[1] == before
+    result = CliRunner().invoke(app, ["report", "job", job.job_id, "--store", str(store.path), "--out",
+                                      str(tmp_path / "r")])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "does not match the sha256" in result.stderr

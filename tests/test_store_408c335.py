@@ -76,4 +76,7 @@ def test_the_old_store_rebuilds_to_the_same_tables(store_408):
             continue
         if name == "schema_views":  # a digest of today's view definitions, which follow the metric registry
             continue
+        if name == "artifacts":  # migration 9 adds the checkpoints' sha256, which 408c335 did not record
+            assert [row[:-1] for row in after[name]] == before[name] and {row[-1] for row in after[name]} == {None}
+            continue
         assert after[name] == before[name], name

@@ -198,8 +198,8 @@ def ingest_result(con, result: dict[str, Any]) -> None:
             {"split": s["split"], "metric": "class_magnitudes", "stat": "mean_abs_loc", "dim": s["dim"],
              "key": s["class_name"], "key_index": s["class_index"], "value": s["mean_abs_loc"]}
             for s in result.get("latent_stats", [])], result.get("points", []))
-        insert_rows(con, "artifacts", ("job_id", "kind", "path"),
-                    [[job_id, a["kind"], a["path"]] for a in result.get("artifacts", [])])
+        insert_rows(con, "artifacts", ("job_id", "kind", "path", "sha256"),
+                    [[job_id, a["kind"], a["path"], a.get("sha256")] for a in result.get("artifacts", [])])
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

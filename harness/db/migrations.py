@@ -114,6 +114,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (8, "benchmark extra info", [
         "ALTER TABLE benchmarks ADD COLUMN extra JSON",
     ]),
+    # the sha256 of each checkpoint file as its job wrote it: loads verify it (NULL for older jobs)
+    (9, "checkpoint checksums", [
+        "ALTER TABLE artifacts ADD COLUMN sha256 VARCHAR",
+    ]),
 ]
 
 
