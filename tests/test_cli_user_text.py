@@ -57,3 +57,13 @@ def test_cancel_of_an_unknown_sweep_is_bad_input(store):
 @pytest.mark.parametrize("job_id", ["abc", "../../etc/passwd", "", "[/]"])
 def test_report_job_checks_the_id_before_using_it(store, job_id):
     assert_one_line_error(invoke("report", "job", job_id, "--store", str(store.path)), 2, "16 hex digits")
+
+
+@pytest.mark.parametrize("command", [["report", "figures"], ["report", "timings"],
+                                     ["report", "job", "0123456789abcdef"]])
+def test_an_out_folder_that_cannot_be_written_is_one_line(store, tmp_path, command):
+    (tmp_path / "file").write_text("")
+    assert_one_line_error(invoke(*command, "--store", str(store.path), "--out", str(tmp_path / "file")), 2,
+                          "is a file, not a folder")
+    assert_one_line_error(invoke(*command, "--store", str(store.path), "--out", str(tmp_path / "file" / "sub")), 2,
+                          "cannot be written to")

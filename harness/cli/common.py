@@ -36,6 +36,20 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def output_dir(out: Path, option: str = "--out") -> Path:
+    """`out` as a folder that exists and can be written to, or one line naming it and exit 2."""
+    try:
+        if out.exists() and not out.is_dir():
+            fail(f"{option} {out} is a file, not a folder", 2)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".harness-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        fail(f"{option} {out} cannot be written to ({exc.strerror or exc})", 2)
+    return out
+
+
 def data_root_str(root: Path | None) -> str | None:
     if root is None:
         return None

@@ -11,7 +11,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import DEFAULT_STORE, DataRootOption, StoreOption, console, data_root_str, fail, plain
+from harness.cli.common import (
+    DEFAULT_STORE,
+    DataRootOption,
+    StoreOption,
+    console,
+    data_root_str,
+    fail,
+    output_dir,
+    plain,
+)
 from harness.db.store import Store, StoreUnavailable
 from harness.numerics import NUMERICS_VERSION
 
@@ -81,6 +90,7 @@ def figures(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("reports")
 
     Example: harness report figures --store runs/harness.duckdb --out reports
     """
+    output_dir(out)
     from harness.db import queries
     from harness.report.claims import check_claims
     from harness.report.figures import FIGURES, build_all
@@ -172,6 +182,7 @@ def job(job_id: Annotated[str, typer.Argument(help="A job id (see `harness db qu
 
     Example: harness report job baae0d293fb7e8f3 --store runs/harness.duckdb --out reports
     """
+    output_dir(out)
     from harness.report.job import prior_samples, reconstructions, traversals
 
     the_store = Store(store)
@@ -204,6 +215,7 @@ def timings_command(store: StoreOption = DEFAULT_STORE, out: OutOption = Path("r
 
     Example: harness report timings --store runs/harness.duckdb
     """
+    output_dir(out)
     from harness.report.figures import build_all
     from harness.report.timings import timings
 
