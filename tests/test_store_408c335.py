@@ -80,3 +80,18 @@ def test_the_old_store_rebuilds_to_the_same_tables(store_408):
             assert [row[:-1] for row in after[name]] == before[name] and {row[-1] for row in after[name]} == {None}
             continue
         assert after[name] == before[name], name
+
+
+def test_rebuild_sets_aside_damaged_side_files_and_leaves_nothing_behind(store_408):
+    """A truncated sweep manifest or evaluation shard is quarantined like a damaged result shard; the rest
+    rebuilds, and no temporary file is left beside the store."""
+    root = store_408.parent
+    manifest = root / "sweeps" / "store408.json"
+    manifest.write_text(manifest.read_text()[:50])
+    evaluation = next(root.glob("jobs/*/eval/hoyer.json"))
+    evaluation.write_text(evaluation.read_text()[:30])
+    result = CliRunner().invoke(app, ["db", "rebuild", "--store", str(store_408)])
+    assert result.exit_code == 0 and "1 sweeps, 4 jobs" in result.output, result.output + result.stderr
+    assert result.stderr.count("set aside") == 2 and "Traceback" not in result.output
+    assert not manifest.exists() and not evaluation.exists()
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []

@@ -73,5 +73,7 @@ def report_quarantined(set_aside) -> None:
     """One line per shard that could not be ingested and was set aside (its job counts as not done): each
     with its shard, target and reason (harness.db.ingest.SetAside, harness.driver.Quarantined)."""
     for item in set_aside:
-        errors.print(f"[yellow]set aside[/] {escape(str(item.shard))}: {escape(item.reason)} (moved to "
-                     f"{escape(str(item.target))}; its job will run again)", highlight=False, soft_wrap=True)
+        then = ("`harness sweep run` of its file registers the sweep again" if Path(item.shard).parent.name == "sweeps"
+                else "its job will run again")
+        errors.print(f"[yellow]set aside[/] {plain(item.shard)}: {plain(item.reason)} (moved to "
+                     f"{plain(item.target)}; {then})", highlight=False, soft_wrap=True)

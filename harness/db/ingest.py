@@ -259,13 +259,27 @@ def rebuild(store: Store) -> Rebuilt:
     ingest = Ingest(store)
     manifests = sorted((store.root / "sweeps").glob("*.json"))
     shards = sorted((store.root / "jobs").glob("*/result.json"))
-    with Store(tmp).connect() as con:
-        for manifest in manifests:
-            m = json.loads(manifest.read_text())
-            sweeps.write(con, m["name"], m["path"], m["description"], m["toml"], m["job_ids"])
-        jobs = sum(ingest.checked(con, shard) for shard in ingest.read(shards))
-        ingest.evaluations(con, sorted((store.root / "jobs").glob("*/eval/*.json")))  # after their jobs' results
-        submissions.apply(con, submissions.logged(store))
+    written = 0
+    try:
+        with Store(tmp).connect() as con:
+            for manifest in manifests:
+                try:
+                    m = json.loads(manifest.read_text())
+                    fields = [m["name"], m["path"], m["description"], m["toml"], m["job_ids"]]
+                    if not (all(isinstance(f, str) for f in fields[:4]) and isinstance(fields[4], list)):
+                        raise TypeError("a field has the wrong type")
+                except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+                    ingest.quarantine(manifest, f"not a sweep manifest ({type(exc).__name__}: {exc})")
+                    continue
+                sweeps.write(con, *fields)
+                written += 1
+            jobs = sum(ingest.checked(con, shard) for shard in ingest.read(shards))
+            ingest.evaluations(con, sorted((store.root / "jobs").glob("*/eval/*.json")))  # after their results
+            submissions.apply(con, submissions.logged(store))
+    except BaseException:  # nothing half-written is left beside the store
+        for leftover in (tmp, Path(f"{tmp}.wal")):
+            leftover.unlink(missing_ok=True)
+        raise
     if store.path.exists():
         try:
             open_read_only(store.path).close()
@@ -273,4 +287,4 @@ def rebuild(store: Store) -> Rebuilt:
             shutil.copyfile(store.path, store.path.with_name(store.path.name + ".damaged"))
     Path(f"{store.path}.wal").unlink(missing_ok=True)
     os.replace(tmp, store.path)
-    return Rebuilt(len(manifests), jobs, ingest.quarantined)
+    return Rebuilt(written, jobs, ingest.quarantined)
