@@ -1,8 +1,9 @@
 """Claims: one driver per job. A driver claims the jobs it is about to run with a file naming its process
 (claims/<job_id>.json), so that a second driver on the same store leaves them alone; the claims go when
-it ends. A claim whose owner process is gone (same host, pid not running) is stale and taken over; one
-from another host is respected, since its owner cannot be checked from here. No database: claims are
-files, so that they work while another process holds the database."""
+it ends. A claim whose owner process is gone (same host, pid not running, or running but started at
+another time: the pid was reused) is stale and taken over; one from another host is respected, since its
+owner cannot be checked from here. No database: claims are files, so that they work while another
+process holds the database."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.db.store import Store
+from harness.db.store import Store, StoreUnavailable
+
+
+class ClaimsUnusable(StoreUnavailable):
+    """The claims folder, or a claim in it, is not what the harness wrote (a file, a folder): one line."""
 
 
 def claim(store: Store, job_ids: Iterable[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
@@ -25,8 +30,10 @@ def claim(store: Store, job_ids: Iterable[str]) -> tuple[list[str], dict[str, di
     killed while claiming leaves no empty claim; one that names no owner (an older release's, cut short
     by a kill) is stale too."""
     folder = store.root / "claims"
+    if folder.exists() and not folder.is_dir():
+        raise ClaimsUnusable(f"{folder} is not a folder (the harness keeps its job claims there): move it away")
     folder.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "start": process_start(os.getpid())}
     mine, others = [], {}
     written = folder / f".{me['pid']}.{time.time_ns()}.tmp"
     written.write_text(json.dumps(me))
@@ -37,11 +44,13 @@ def claim(store: Store, job_ids: Iterable[str]) -> tuple[list[str], dict[str, di
                 try:
                     os.link(written, path)
                 except FileExistsError:
+                    if path.is_dir():
+                        raise ClaimsUnusable(f"{path} is a folder, not a claim: move it away") from None
                     owner = _read_owner(path)
                     if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
                         mine.append(job_id)
                         break
-                    if not owner or (owner.get("host") == me["host"] and not process_running(owner.get("pid"))):
+                    if not owner or (owner.get("host") == me["host"] and not _alive(owner)):
                         path.unlink(missing_ok=True)  # stale: its driver died; take it over
                         continue
                     others[job_id] = owner
@@ -63,7 +72,7 @@ def running(store: Store, job_ids: Iterable[str]) -> set[str]:
     found = set()
     for job_id in job_ids:
         holder = _read_owner(store.claim_path(job_id))
-        if holder and (holder.get("host") != socket.gethostname() or process_running(holder.get("pid"))):
+        if holder and (holder.get("host") != socket.gethostname() or _alive(holder)):
             found.add(job_id)
     return found
 
@@ -75,7 +84,9 @@ def clear_stale(store: Store, job_ids: Iterable[str]) -> None:
         if not path.exists():
             continue
         holder = _read_owner(path)  # none named: cut short by a kill (see claim)
-        if not holder or (holder.get("host") == socket.gethostname() and not process_running(holder.get("pid"))):
+        if path.is_dir():
+            continue  # not ours to remove; claim() says so when it meets it
+        if not holder or (holder.get("host") == socket.gethostname() and not _alive(holder)):
             path.unlink(missing_ok=True)
 
 
@@ -94,6 +105,25 @@ def _read_owner(path: Path) -> dict[str, Any]:
         return holder if isinstance(holder, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22): with the pid it names
+    one process for ever, since a reused pid starts later. None where there is no /proc."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the process a claim names still runs: its pid runs and, where the claim recorded when it
+    started, it is the same process (not a later one that got the pid)."""
+    pid = holder.get("pid")
+    if not process_running(pid):
+        return False
+    start = holder.get("start")
+    return start is None or process_start(pid) in (None, start)
 
 
 def process_running(pid: Any) -> bool:
