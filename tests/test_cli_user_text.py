@@ -67,3 +67,12 @@ def test_an_out_folder_that_cannot_be_written_is_one_line(store, tmp_path, comma
                           "is a file, not a folder")
     assert_one_line_error(invoke(*command, "--store", str(store.path), "--out", str(tmp_path / "file" / "sub")), 2,
                           "cannot be written to")
+
+
+def test_report_job_with_an_unreadable_spec_is_one_line(store):
+    folder = store.job_dir("0123456789abcdef")
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text('{"alpha": 0.0, "ar')
+    (folder / "model.safetensors").write_bytes(b"")
+    assert_one_line_error(invoke("report", "job", "0123456789abcdef", "--store", str(store.path)), 1,
+                          "spec.json cannot be read")

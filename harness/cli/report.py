@@ -189,12 +189,17 @@ def job(job_id: Annotated[str, typer.Argument(help="A job id (see `harness db qu
     if not re.fullmatch(r"[0-9a-f]{16}", job_id) or not the_store.job_dir(job_id).is_dir():  # checked before use
         fail(f"no job '{job_id}' in {store} (a job id is 16 hex digits; its folder holds the checkpoint)", 2)
     root = data_root_str(data_root)
-    from harness.evaluation import CheckpointDamaged, verify_checkpoint
+    from harness.evaluation import CheckpointDamaged, read_spec, verify_checkpoint
 
     try:
         verify_checkpoint(the_store, job_id)
+        read_spec(the_store, job_id)
     except CheckpointDamaged as exc:
         fail(str(exc))
+    except FileNotFoundError as exc:
+        fail(f"{exc.filename}: no such file (the job's checkpoint is incomplete)")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(f"{the_store.job_dir(job_id) / 'spec.json'} cannot be read ({type(exc).__name__}: {exc})")
     for draw in (reconstructions, prior_samples, traversals):
         try:
             paths = draw(the_store, job_id, out, data_root=root)
