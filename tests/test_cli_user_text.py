@@ -3,6 +3,8 @@ control characters are escaped, and ids and sweep names are checked before use, 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -76,3 +78,19 @@ def test_report_job_with_an_unreadable_spec_is_one_line(store):
     (folder / "model.safetensors").write_bytes(b"")
     assert_one_line_error(invoke("report", "job", "0123456789abcdef", "--store", str(store.path)), 1,
                           "spec.json cannot be read")
+
+
+def test_a_truncated_sweep_manifest_does_not_make_its_own_file_a_conflict(tmp_path):
+    """The database's record decides where the manifest cannot be read, and the manifest is written again."""
+    (tmp_path / "s.toml").write_text(SWEEP)
+    store = Store(tmp_path / "h.duckdb")
+    from harness.spec import load_sweep
+
+    jobs = [j.job_id for j in load_sweep(tmp_path / "s.toml").jobs]
+    sweeps.register(store, "oops", str(tmp_path / "s.toml"), DESCRIPTION, SWEEP, jobs)
+    manifest = store.sweep_manifest("oops")
+    manifest.write_text(manifest.read_text()[:40])
+    assert sweeps.register(store, "oops", str(tmp_path / "s.toml"), DESCRIPTION, SWEEP, jobs) == 0
+    result = invoke("sweep", "plan", str(tmp_path / "s.toml"), "--store", str(store.path))
+    assert result.exit_code == 0 and "already used" not in result.output + result.stderr
+    assert json.loads(manifest.read_text())["job_ids"] == jobs

@@ -27,7 +27,14 @@ def register(store: Store, name: str, path: str, description: str, toml: str, jo
         try:
             before = json.loads(manifest.read_text())
         except (OSError, ValueError):
-            before = {}
+            before = None
+        if not isinstance(before, dict) or not isinstance(before.get("job_ids", []), list):
+            # a damaged manifest: the database's record of the sweep decides, and the manifest is rewritten
+            known = text(store, name) if store.path.exists() else None
+            before = {} if known is None else {"path": known[0], "toml": known[1],
+                                               "job_ids": _job_ids(store, name)}
+        if not before:
+            before = {"path": path, "toml": toml, "job_ids": job_ids}
         # the same file (perhaps edited), or the same text (perhaps moved or cloned elsewhere)
         same = Path(before.get("path", "")).resolve() == Path(path).resolve() or before.get("toml") == toml
         if not same and set(before.get("job_ids", [])) != set(job_ids):
@@ -50,6 +57,12 @@ def write(con, name: str, path: str, description: str, toml: str, job_ids: list[
     con.execute("DELETE FROM sweep_jobs WHERE sweep = ?", [name])
     insert_rows(con, "sweep_jobs", ("sweep", "job_id"), [[name, j] for j in job_ids])
     con.execute("COMMIT")
+
+
+def _job_ids(store: Store, name: str) -> list[str]:
+    with store.reader() as con:
+        return [r[0] for r in con.execute("SELECT job_id FROM sweep_jobs WHERE sweep = ? ORDER BY job_id",
+                                          [name]).fetchall()]
 
 
 def text(store: Store, name: str) -> tuple[str, str] | None:
