@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from harness.db import claims, jobs, submissions, sweeps
 from harness.db.ingest import Ingest, SetAside, shard_statuses
-from harness.db.store import Store
+from harness.db.store import Store, StoreUnavailable
 from harness.executors.base import Executor, LiveTask, Tasks
 from harness.executors.local import default_pack_size, plan_cpu, visible_devices
 from harness.executors.registry import EXECUTORS
@@ -320,11 +320,14 @@ def _run_claimed(store: Store, sweep: Sweep, kind: str, runner: Executor, left: 
     yield from drive(runner, packs, ingest, progress, poll_seconds)
     if ingest.deferred:
         yield Deferred(tuple(ingest.deferred))
-    final = {**shard_statuses(store, ingest.deferred), **jobs.statuses(store, watched)}
+    try:
+        final = {**shard_statuses(store, ingest.deferred), **jobs.statuses(store, watched)}
+        errors, failed_waiting = tuple(jobs.errors(store, watched)), _failed(store, ids)
+    except StoreUnavailable:  # held by another process since the last ingest: the shards on disk say it
+        final, errors, failed_waiting = shard_statuses(store, watched), (), 0
     counts = {k: sum(1 for j in watched if final.get(j) == k) for k in ("done", "failed", "diverged")}
     return Summary(True, time.time() - started, counts["done"], counts["failed"], counts["diverged"],
-                   len(runner.submitted) if runner.detached else None, tuple(jobs.errors(store, watched)),
-                   _failed(store, ids))
+                   len(runner.submitted) if runner.detached else None, errors, failed_waiting)
 
 
 def drive(executor: Executor, packs: list[Pack], ingest: Ingest, progress: list[Progress] | None = None,

@@ -94,3 +94,20 @@ def test_a_truncated_sweep_manifest_does_not_make_its_own_file_a_conflict(tmp_pa
     result = invoke("sweep", "plan", str(tmp_path / "s.toml"), "--store", str(store.path))
     assert result.exit_code == 0 and "already used" not in result.output + result.stderr
     assert json.loads(manifest.read_text())["job_ids"] == jobs
+
+
+def test_a_database_held_at_the_end_of_a_run_is_no_traceback(tmp_path, monkeypatch):
+    """Another process holds the database when the run sums up: the summary comes from the shards."""
+    from harness import driver
+    from harness.db import jobs
+    from harness.db.store import StoreLocked
+
+    (tmp_path / "s.toml").write_text(SWEEP)
+
+    def held(*args, **kwargs):
+        raise StoreLocked(f"{tmp_path / 'h.duckdb'} is in use by another process; try again in a moment")
+
+    monkeypatch.setattr(driver.jobs, "errors", held)
+    result = invoke("sweep", "run", str(tmp_path / "s.toml"), "--store", str(tmp_path / "h.duckdb"))
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output + result.stderr
+    assert "1 done" in result.output and jobs.statuses(Store(tmp_path / "h.duckdb"), []) == {}

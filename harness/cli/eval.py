@@ -15,6 +15,7 @@ from harness.cli.common import (
     data_root_str,
     fail,
     load_sweep_file,
+    plain,
 )
 from harness.db.store import Store, StoreUnavailable
 from harness.metrics.registry import METRICS
@@ -57,10 +58,17 @@ def evaluate(metric: Annotated[list[str], typer.Option(
         fail(str(exc))
     console.print(f"{len(jobs)} finished jobs, {len(todo)} to evaluate for {', '.join(metric)}")
     failed = 0
-    for outcome in evaluate_jobs(the_store, todo, metric, device, data_root_str(data_root)):
+    outcomes = evaluate_jobs(the_store, todo, metric, device, data_root_str(data_root))
+    while True:
+        try:
+            outcome = next(outcomes)
+        except StopIteration:
+            break
+        except StoreUnavailable as exc:  # held by another process: what is stored stays, the rest is not
+            fail(f"{exc}; the jobs evaluated so far are stored, run the same command again for the rest")
         if outcome.error:
             failed += 1
-            console.print(f"  {outcome.job_id}: failed: {outcome.error}", highlight=False)
+            console.print(f"  {outcome.job_id}: failed: {plain(outcome.error)}", highlight=False)
             continue
         line = f"  {outcome.job_id}: stored {', '.join(outcome.stored) or 'nothing'}"
         if outcome.not_applicable:
