@@ -17,7 +17,7 @@ from harness.cli.common import (
     load_sweep_file,
     plain,
 )
-from harness.db.store import Store, StoreUnavailable
+from harness.db.store import Store, StoreUnavailable, StoreWriteError
 from harness.metrics.registry import METRICS
 
 
@@ -66,6 +66,8 @@ def evaluate(metric: Annotated[list[str], typer.Option(
             break
         except StoreUnavailable as exc:  # held by another process: what is stored stays, the rest is not
             fail(f"{exc}; the jobs evaluated so far are stored, run the same command again for the rest")
+        except StoreWriteError as exc:
+            fail(f"{exc}; the jobs evaluated so far are stored")
         if outcome.error:
             failed += 1
             console.print(f"  {outcome.job_id}: failed: {plain(outcome.error)}", highlight=False)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
-from harness.db.store import open_read_only
+from harness.db.store import damaged, open_read_only
 
 
 def _frame(store: str | Path, sql: str, params: list | dict | None = None) -> pl.DataFrame:
@@ -15,6 +16,11 @@ def _frame(store: str | Path, sql: str, params: list | dict | None = None) -> pl
         cursor = con.execute(sql, params or [])
         columns = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        error = damaged(Path(store), exc)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         con.close()
     return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)

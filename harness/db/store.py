@@ -45,6 +45,21 @@ class StoreDamaged(StoreUnavailable):
     """The database file cannot be opened as a DuckDB database (truncated, garbled, a folder)."""
 
 
+DAMAGE_SIGNS = ("corrupt database file", "could not read enough bytes", "checksum", "not a valid duckdb database",
+                "invalid database", "failed to read database header")
+
+
+def damaged(path: Path, exc: BaseException) -> StoreDamaged | None:
+    """The one-line StoreDamaged for a DuckDB error that says the file is damaged (it opened, but a block
+    read later failed its checksum or ran past the end), else None."""
+    text = str(exc)
+    if not isinstance(exc, duckdb.Error) or not any(sign in text.lower() for sign in DAMAGE_SIGNS):
+        return None
+    first = text.splitlines()[0].removeprefix("IO Error: ").removeprefix("Error: ")
+    return StoreDamaged(f"{path} is damaged ({first[:160]}); `harness db rebuild --store {path}` restores it from "
+                        "the shards")
+
+
 def _open(path: Path, read_only: bool, attempts: int):
     """duckdb.connect, retried while another process holds the file's lock. A file that is not a
     database is damaged, not locked: the shards still hold every result, and rebuild restores it."""
@@ -53,9 +68,13 @@ def _open(path: Path, read_only: bool, attempts: int):
             if read_only:
                 return duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
             return duckdb.connect(str(path))
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
             text = str(exc)
-            if "lock" not in text.lower():
+            if not isinstance(exc, duckdb.IOException) or "lock" not in text.lower():
+                if damaged(path, exc) is not None:
+                    raise damaged(path, exc) from exc
+                if not isinstance(exc, duckdb.IOException):
+                    raise
                 raise StoreDamaged(f"{path} is damaged ({text.splitlines()[0].removeprefix('IO Error: ')}); "
                                    f"`harness db rebuild --store {path}` restores it from the shards") from exc
             if attempt == attempts - 1:
@@ -154,6 +173,11 @@ class Store:
         try:
             migrate(con)
             yield con
+        except duckdb.Error as exc:
+            error = damaged(self.path, exc)
+            if error is None:
+                raise
+            raise error from exc
         finally:
             con.close()
 
@@ -163,6 +187,11 @@ class Store:
         con = open_read_only(self.path)
         try:
             yield con
+        except duckdb.Error as exc:
+            error = damaged(self.path, exc)
+            if error is None:
+                raise
+            raise error from exc
         finally:
             con.close()
 
@@ -237,7 +266,7 @@ def run_query(path: str | Path, sql: str, params: list[Any] | None = None, timeo
             _interrupt(cursor, worker)
             raise QueryInterrupted("the query was interrupted") from None
         if "error" in outcome:
-            raise outcome["error"]
+            raise damaged(Path(path), outcome["error"]) or outcome["error"]
         return outcome["result"]
     finally:
         for closable in (cursor, con):
