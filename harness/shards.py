@@ -129,7 +129,29 @@ def check_shard(shard: Any, job_id: str | None = None) -> dict[str, Any]:
         _number(metric.get("value"), f"metrics[{i}].value")
     for key in ("dim_stats", "latent_stats", "points", "artifacts"):
         _require(isinstance(shard.get(key, []), list), f"{key} must be a list")
+    _check_seal(shard)
     return shard
+
+
+def content_sha256(record: dict[str, Any]) -> str:
+    """The sha256 of a shard's content (every key but `sha256`, as canonical JSON): written into the shard,
+    so that a number edited afterwards is caught when the shard is read."""
+    import hashlib
+
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def sealed(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with its content's sha256 (content_sha256) under `sha256`."""
+    return {**record, "sha256": content_sha256(record)}
+
+
+def _check_seal(shard: dict[str, Any]) -> None:
+    """A shard written with a seal must still match it; shards of older releases have none."""
+    if "sha256" in shard:
+        _require(shard["sha256"] == content_sha256(shard),
+                 "its content does not match its sha256: edited since it was written")
 
 
 def _load(path: Path) -> Any:
@@ -210,6 +232,7 @@ def check_evaluation(shard: Any, job_id: str | None = None, metric: str | None =
                  f"dim_stats[{i}] needs a stat and a key")
     _records(shard, "points", name, ("idx", "label", "factor"), ("x", "y", "value"),
              optional=("label", "factor", "value"))
+    _check_seal(shard)
     return shard
 
 

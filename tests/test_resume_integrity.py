@@ -119,3 +119,33 @@ def test_a_changed_checkpoint_is_refused_by_eval_and_report_job(tmp_path):
     result = CliRunner().invoke(app, ["report", "job", job.job_id, "--store", str(store.path), "--out",
                                       str(tmp_path / "r")])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "does not match the sha256" in result.stderr
+
+
+def test_an_edited_number_in_a_shard_is_caught_when_it_is_read(tmp_path):
+    """Result and evaluation shards carry the sha256 of their content: a number edited afterwards sets the
+    shard aside when it is read (db rebuild), instead of entering the store."""
+    import json
+    from dataclasses import replace
+
+    from harness.db import sweeps
+    from harness.db.ingest import Ingest, rebuild
+    from harness.db.store import Store, run_query
+    from harness.executors.worker import run_pack
+    from harness.shards import ShardError, read_shard
+    from harness.spec import load_sweep
+
+    job = replace(load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "clustering.toml").jobs[0], epochs=2)
+    store = Store(tmp_path / "h.duckdb")
+    sweeps.register(store, "tiny", "-", "", "", [job.job_id])
+    run_pack(Pack((job,)), store, "tiny", "cpu", None)
+    shard = json.loads(store.shard_path(job.job_id).read_text())
+    assert read_shard(store.shard_path(job.job_id))["sha256"] == shard["sha256"]
+    shard["metrics"][0]["value"] += 1.0
+    store.shard_path(job.job_id).write_text(json.dumps(shard))
+    with pytest.raises(ShardError, match="does not match its sha256"):
+        read_shard(store.shard_path(job.job_id))
+    ingest = Ingest(store)
+    assert ingest.shards([job.job_id]) == 0
+    assert ["does not match its sha256" in a.reason for a in ingest.quarantined] == [True]
+    assert run_query(store.path, "SELECT count(*) FROM jobs WHERE job_id = ?", [job.job_id])[1] == [(0,)]
+    assert rebuild(store).jobs == 0  # set aside, not rebuilt from

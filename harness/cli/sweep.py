@@ -23,6 +23,7 @@ from harness.cli.common import (
     plain,
     report_quarantined,
 )
+from harness.db import submissions as submissions_db
 from harness.db import sweeps as sweeps_db
 from harness.db.store import Store, StoreUnavailable, StoreWriteError
 from harness.db.sweeps import SweepConflict
@@ -324,7 +325,7 @@ def cancel(sweep_name: Annotated[str, typer.Argument(
     if not Path(store).exists():
         fail(f"no store at {store}; run a sweep first or pass --store PATH")
     try:
-        if sweeps_db.text(Store(store), name) is None:
+        if sweeps_db.text(Store(store), name) is None and not submissions_db.still_open(Store(store), name):
             fail(f"no sweep '{name}' in {store}; `harness sweep status --store {store}` lists them", 2)
         cancelled = cancel_sweep(Store(store), name)
     except TasksUnavailable as exc:

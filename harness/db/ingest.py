@@ -23,7 +23,7 @@ import duckdb
 
 from harness.db import submissions, sweeps
 from harness.db.store import Store, StoreDamaged, StoreLocked, atomic_write_json, insert_rows, open_read_only, timestamp
-from harness.shards import ShardError, read_evaluation, read_shard
+from harness.shards import ShardError, read_evaluation, read_shard, sealed
 
 JOB_TABLES = ("jobs", "epochs", "metrics", "dim_stats", "points", "artifacts")
 
@@ -135,14 +135,14 @@ def _first_line(exc: Exception) -> str:
 def write_shard(store: Store, result: dict[str, Any]) -> Path:
     """Write a job's result shard (atomically); returns its path."""
     path = store.shard_path(result["job_id"])
-    atomic_write_json(path, result)
+    atomic_write_json(path, sealed(result))
     return path
 
 
 def write_evaluation(store: Store, shard: dict[str, Any]) -> Path:
     """Write an evaluation shard (atomically, see harness.shards.Evaluation); returns its path."""
     path = store.evaluation_path(shard["job_id"], shard["metric"])
-    atomic_write_json(path, shard)
+    atomic_write_json(path, sealed(shard))
     return path
 
 
