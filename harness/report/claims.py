@@ -216,16 +216,15 @@ def gaussian_stays_low(runs: pl.DataFrame, store: Path) -> Verdict:
 
 
 def beta5_lowest(runs: pl.DataFrame, store: Path) -> Verdict:
-    """With gamma 0.8: the beta 5 curve is the lowest: at every alpha with betas 0.1, 1 and 5,
-    hoyer(beta 5) - hoyer(beta b) < 0 for b in 0.1 and 1."""
+    """With gamma 0.8: the beta 5 curve is the lowest: at every alpha with beta 5 and another beta,
+    hoyer(beta 5) - hoyer(beta b) < 0 for every other beta b there (the paper's: 0.1 and 1)."""
     s = _hoyer(runs, gamma=0.8)
-    alphas = [a for a in sorted({a for a, _, _ in s.keys()})
-              if {0.1, 1.0, 5.0} <= {b for _, b, _ in s.keys(alpha=a)}]
-    if not alphas:
-        return missing("no alpha with gamma 0.8 at betas 0.1, 1 and 5")
+    pairs = [(a, b) for a in sorted({a for a, _, _ in s.keys()}) if 5.0 in {b for _, b, _ in s.keys(alpha=a)}
+             for b in sorted({b for _, b, _ in s.keys(alpha=a)} - {5.0})]
+    if not pairs:
+        return missing("no alpha with gamma 0.8 at beta 5 and another beta")
     tests = [Assertion(f"alpha {a:g}: h(beta 5) - h(beta {b:g})",
-                       stats.difference(s.get(alpha=a, beta=b), s.get(alpha=a, beta=5.0)), "<")
-             for a in alphas for b in (0.1, 1.0)]
+                       stats.difference(s.get(alpha=a, beta=b), s.get(alpha=a, beta=5.0)), "<") for a, b in pairs]
     return s.verdict("differences (beta 5 - each other beta) at each alpha", tests)
 
 
@@ -480,7 +479,7 @@ CLAIMS: tuple[Claim, ...] = (
           _fashion_sparse, gaussian_stays_low, "gamma 0 at alpha 0 and more",
           "drifts down: h(largest alpha) - h(0) below 0 (SPEC section 6); low: below gamma 0.8 there"),
     Claim("sparsity.beta5_lowest", "Sparsity: beta 5 gives the lowest gamma 0.8 curve",
-          _fashion_sparse, beta5_lowest, "betas 0.1, 1, 5 at gamma 0.8",
+          _fashion_sparse, beta5_lowest, "beta 5 and another beta at gamma 0.8",
           "any negative difference, at every alpha: the paper gives the order, not a size"),
     Claim("sparsity.few_dims_per_class", "Sparsity: at alpha 1000, beta 1, gamma 0.8 each class uses a few "
           "dimensions strongly and leaves most near zero", _fashion_sparse, few_dimensions_per_class,
