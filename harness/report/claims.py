@@ -267,11 +267,12 @@ def few_dimensions_per_class(runs: pl.DataFrame, store: Path) -> Verdict:
     return s.verdict(text, tests)
 
 
-def _separation(runs: pl.DataFrame, fixed: str, varied: str) -> tuple[Settings, list[float]] | Verdict:
+def _separation(runs: pl.DataFrame, fixed: str, varied: str) -> tuple[Settings, dict[float, dict]] | Verdict:
     """The arms' separation in the aggregate posterior q(z) (posterior_separation: eta^2 of the classes with
     every posterior's variance in the spread), with `fixed` = 0, and the values of `varied` it has. The
     posterior means alone (class_separation) keep the arms apart at every beta the reproduction tried, while
-    q(z), which the paper draws, merges them: the means are the wrong measure for this claim."""
+    q(z), which the paper draws, merges them: the means are the wrong measure for this claim. Returns the
+    settings and, for each value of `varied` in rising order, its separation by seed."""
     if "posterior_separation" not in runs.columns:
         runs = runs.with_columns(pl.lit(None, pl.Float64).alias("posterior_separation"))
     s = Settings(runs.filter(pl.col(fixed) == 0), "posterior_separation")
@@ -279,7 +280,7 @@ def _separation(runs: pl.DataFrame, fixed: str, varied: str) -> tuple[Settings, 
     if len(values) < 2 or values[0] != 0:
         return missing(f"{len(values)} setting(s) with {fixed} 0 and posterior_separation; need {varied} 0 and a "
                        f"larger {varied} (`harness eval --metric class_separation` adds it to older stores)")
-    return s, values
+    return s, {v: s.get(**{varied: v}) for v in values}
 
 
 DESTROYED = 0.5  # "destroys": the arms keep at most half the share of the codes' variance they had at beta 0
@@ -291,8 +292,8 @@ def beta_destroys_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
     found = _separation(runs, "alpha", "beta")
     if isinstance(found, Verdict):
         return found
-    s, betas = found
-    line = {b: s.get(beta=b) for b in betas}
+    s, line = found
+    betas = list(line)
     low, high = line[betas[0]], line[betas[-1]]
     return s.verdict("arm separation in q(z) (eta^2) with alpha 0: " + ", ".join(f"beta {b:g}: {_mean(x):.2f}"
                                                                         for b, x in line.items()),
@@ -311,8 +312,8 @@ def alpha_keeps_clusters(runs: pl.DataFrame, store: Path) -> Verdict:
     found = _separation(runs, "beta", "alpha")
     if isinstance(found, Verdict):
         return found
-    s, alphas = found
-    line = {a: s.get(alpha=a) for a in alphas}
+    s, line = found
+    alphas = list(line)
     low, high = line[alphas[0]], line[alphas[-1]]
     tests = [Assertion(f"sep(alpha {alphas[-1]:g}) - sep(alpha 0)", stats.difference(low, high), ">", -KEPT)]
     d = Settings(runs.filter(pl.col("beta") == 0), "reg")
