@@ -158,3 +158,21 @@ def test_a_reader_sees_the_columns_of_a_metric_added_since(tmp_path, monkeypatch
     store.ensure_current()
     columns, _ = run_query(store.path, "SELECT * FROM runs")
     assert "later_value" in columns
+
+
+def test_ingesting_a_result_again_keeps_what_eval_added(tmp_path):
+    """Every `sweep run` ingests the shards of its finished jobs again; the evaluations that `harness eval`
+    stored for them come back from their own shards instead of being dropped with the job's old rows."""
+    from harness.db.store import run_query
+
+    job = replace(load_sweep(SWEEPS / "clustering.toml").jobs[0], epochs=2)
+    store = Store(tmp_path / "h.duckdb")
+    sweeps.register(store, "tiny", "-", "", "", [job.job_id])
+    run_pack(Pack((job,)), store, "tiny", "cpu", None)
+    Ingest(store).shards([job.job_id])
+    result = CliRunner().invoke(app, ["eval", "--metric", "tsne", "--store", str(store.path)])
+    assert result.exit_code == 0, result.output
+    sql = "SELECT count(*) FROM points WHERE job_id = ? AND metric = 'tsne'"
+    assert run_query(store.path, sql, [job.job_id])[1] == [(400,)]
+    assert Ingest(store).shards([job.job_id]) == 1  # what sweep run does with the shards it finds
+    assert run_query(store.path, sql, [job.job_id])[1] == [(400,)]

@@ -56,6 +56,10 @@ class Ingest:
             return 0
         with self.store.connect(attempts) as con:
             ingested = sum(self.checked(con, result) for result in results)
+            # a result replaces every row of its job, the evaluations `harness eval` added among them: those
+            # come back from their own shards, so that ingesting a result again never loses them
+            self.evaluations(con, sorted(p for result in results
+                                         for p in self.store.job_dir(result["job_id"]).glob("eval/*.json")))
             for aside in self.quarantined[before:]:  # the shards are the truth: no shard, not done
                 _forget(con, aside.shard.parent.name)
         return ingested
