@@ -80,8 +80,10 @@ canary: data
 	  echo "the canary moved or could not be compared (see above and $(CANARY)/compare.csv); a change meant to move the"\
 	    "numbers bumps harness/numerics.py and runs make canary-baseline (docs/claims.md)" >&2; exit 1; }
 
-# the reproduction of every claim a laptop can run (sweeps/repro/, about 2 hours on 2 cores; resumes where it
-# stopped): trains, evaluates, and writes the figures, claims and page into docs/reproduction/ with a CSV of the runs
+# the reproduction of every claim a laptop can run (sweeps/repro/ and its diagnoses; resumes where it stopped):
+# trains, evaluates, and writes the figures, claims, budget diagnoses and the rotation table into
+# docs/reproduction/ with a CSV of the runs. This release's run: about 3 hours of sweeps on 2 cores that were
+# busy with other work too (docs/reproduction/README.md has each sweep's time).
 REPRO := runs/repro/harness.duckdb
 reproduce: data
 	$(BIN)/harness data fetch mnist
@@ -92,7 +94,11 @@ reproduce: data
 	$(BIN)/harness eval --metric tsne sweeps/repro/rotated_mnist.toml --store $(REPRO)
 	$(BIN)/harness eval --metric tsne sweeps/repro/diagnosis/rotated_mnist_40.toml --store $(REPRO)
 	$(BIN)/harness eval --metric class_separation sweeps/repro/clustering.toml --store $(REPRO)
-	$(BIN)/harness report figures --store $(REPRO) --out docs/reproduction
+	$(BIN)/harness report figures --store $(REPRO) --out docs/reproduction --no-job-images
+	# a few MB to commit: PNG and CSV only (the PDFs go, and their links), the two density grids gzipped
+	rm -f docs/reproduction/*.pdf
+	sed -i -e 's| *<a href="[^"]*\.pdf">PDF</a>||g' -e 's|\(clustering_density-[a-z_]*\.csv\)"|\1.gz"|g' docs/reproduction/index.html
+	gzip -f docs/reproduction/clustering_density-*.csv
 	$(BIN)/harness report export --store $(REPRO) --out docs/reproduction/runs.csv
 	COLUMNS=200 $(BIN)/harness report claims --store $(REPRO) > docs/reproduction/claims.txt || [ $$? -eq 1 ]
 	$(BIN)/python -m harness.report.budget $(REPRO) docs/reproduction sweeps/repro/diagnosis/diagnoses.json
