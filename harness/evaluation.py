@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
+from harness.checksums import sha256_file
 from harness.db import jobs
 from harness.db.ingest import Ingest, write_evaluation
 from harness.db.store import Store
 from harness.metrics.registry import METRICS, compute_metrics, encode_grid, encodings, needs_grid
 from harness.numerics import NUMERICS_VERSION
-from harness.shards import Evaluation, metric_records, sha256_file
+from harness.shards import Evaluation, metric_records
 from harness.spec import JobSpec, Sweep
 from harness.streams import metric_generator
 from harness.train import build_model

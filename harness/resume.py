@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from harness.shards import sha256_file
+from harness.checksums import sha256_file
 
 
 def _state_tensors(model, optimiser, members) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -242,17 +242,6 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     return check_evaluation(_load(path), path.parent.parent.name, path.stem)
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes, read a megabyte at a time (checkpoints, resume states)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def metric_records(outputs: list[tuple[Metric, MetricOutput]]) -> tuple[list, list, list]:
     """Shard records (metrics, dim_stats, points) of registry metrics' outputs, each with its metric and the
     split it read (and the values with its version): what result and evaluation shards hold."""

@@ -23,6 +23,7 @@ import torch
 from torch.distributions import Distribution
 
 from harness import resume
+from harness.checksums import sha256_file
 from harness.datasets.base import Dataset
 from harness.metrics.iwae import iwae_log_px
 from harness.metrics.registry import compute_metrics, encode_grid, encodings, needs_grid, training_metrics
@@ -31,7 +32,7 @@ from harness.models.likelihoods import build_likelihood
 from harness.models.priors import build_prior
 from harness.models.vae import PackedVAE, Terms, objective
 from harness.numerics import NUMERICS_VERSION
-from harness.shards import JobResult, metric_records, sha256_file
+from harness.shards import JobResult, metric_records
 from harness.spec import JobSpec, Pack
 from harness.streams import generator, metric_generator
 

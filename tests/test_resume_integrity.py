@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import resume
-from harness.shards import sha256_file
+from harness.checksums import sha256_file
 from harness.spec import Pack
 from harness.train import train_pack
 from tests.test_pack import job, synthetic_images
