@@ -109,7 +109,7 @@ def test_mistakes_get_one_line(tmp_path, tiny_sweep):
     path, store, _ = stored(tmp_path, tiny_sweep, failed=0)
     cases = [
         (["sweep", "run", str(path), "--store", "/proc/nowhere/h.duckdb"], 1, "cannot write /proc/nowhere"),
-        (["report", "figures", "--store", str(store.path), "--out", "/proc/nowhere"], 2, "--out /proc/nowhere"),  # issue 21: bad input, exit 2
+        (["report", "figures", "--store", str(store.path), "--out", "/proc/nowhere"], 2, "--out /proc/nowhere"),
         (["db", "query", "SELECT 1", "--store", str(store.path), "--out", "/proc/nowhere/t.csv"], 1, "cannot write"),
         (["db", "query", "SELECT 1", "--store", str(store.path), "--out", str(tmp_path / "t.xlsx")], 2,
          "cannot tell the format"),
