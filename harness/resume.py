@@ -16,7 +16,6 @@ numbers and never fails the same way on every retry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from harness.checksums import sha256_file
+from harness.checksums import record_sha256, sha256_file
 
 
 def _state_tensors(model, optimiser, members) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -55,7 +54,7 @@ def save_state(folder: Path, epoch: int, model, optimiser, members) -> None:
               "members": [{"job_id": m.job.job_id, "alive": m.alive, "status": m.result.status,
                            "failed_epoch": m.result.failed_epoch, "error": m.result.error,
                            "epochs": m.result.epochs} for m in members]}
-    record["record_sha256"] = _sha256_record(record)
+    record["record_sha256"] = record_sha256(record, "record_sha256")
     tmp_json = folder / ".state.json.tmp"
     tmp_json.write_text(json.dumps(record))
     os.replace(tmp_json, folder / "state.json")
@@ -66,11 +65,6 @@ def save_state(folder: Path, epoch: int, model, optimiser, members) -> None:
 
 class DamagedState(RuntimeError):
     """A resume state that cannot be trusted; the message names the file and what is wrong."""
-
-
-def _sha256_record(record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "record_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _checked(folder: Path, model, members) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
@@ -88,7 +82,7 @@ def _checked(folder: Path, model, members) -> tuple[dict[str, Any], dict[str, to
         raise DamagedState(f"{index} cannot be read ({type(exc).__name__}: {exc})") from None
     if ids != [m.job.job_id for m in members]:
         return None  # another pack's state: start afresh
-    if not isinstance(record, dict) or record.get("record_sha256") != _sha256_record(record):
+    if not isinstance(record, dict) or record.get("record_sha256") != record_sha256(record, "record_sha256"):
         raise DamagedState(f"{index} does not match its checksum (edited or written by an older release)")
     tensors_path = folder / str(record.get("tensors", ""))
     try:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.checksums import record_sha256
 from harness.numerics import NUMERICS_VERSION
 
 if TYPE_CHECKING:
@@ -134,12 +135,9 @@ def check_shard(shard: Any, job_id: str | None = None) -> dict[str, Any]:
 
 
 def content_sha256(record: dict[str, Any]) -> str:
-    """The sha256 of a shard's content (every key but `sha256`, as canonical JSON): written into the shard,
-    so that a number edited afterwards is caught when the shard is read."""
-    import hashlib
-
-    body = {k: v for k, v in record.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    """The sha256 of a shard's content (every key but `sha256`): written into the shard, so that a number
+    edited afterwards is caught when the shard is read."""
+    return record_sha256(record, "sha256")
 
 
 def sealed(record: dict[str, Any]) -> dict[str, Any]:
