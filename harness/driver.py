@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from harness.db import claims, jobs, submissions, sweeps
 from harness.db.ingest import Ingest, SetAside, shard_statuses
 from harness.db.store import Store, StoreUnavailable
+from harness.disk import full_disk, is_full
 from harness.executors.base import Executor, LiveTask, Tasks
 from harness.executors.local import default_pack_size, plan_cpu, visible_devices
 from harness.executors.registry import EXECUTORS
@@ -132,6 +133,17 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class DiskFullStop:
+    """The disk under the store filled: the run stopped; the last event. Nothing was marked failed: the jobs
+    it could not store run (or resume) when the same command runs again, once there is space."""
+
+    kind: ClassVar[str] = "disk_full"
+    reason: str
+    done: int  # jobs of the sweep done and stored (in their shards)
+    total: int
+
+
+@dataclass(frozen=True)
 class Interrupted:
     """The run was stopped (Ctrl-C); the last event. Its claims are released, local workers stopped."""
 
@@ -141,7 +153,8 @@ class Interrupted:
     queued: int  # the sweep's cluster tasks that go on without the driver
 
 
-Event = Quarantined | Planned | Started | Epoch | Finished | Ingested | Submitted | Deferred | Summary | Interrupted
+Event = (Quarantined | Planned | Started | Epoch | Finished | Ingested | Submitted | Deferred | Summary | Interrupted
+         | DiskFullStop)
 
 
 class ExecutorRefused(ValueError):
@@ -279,14 +292,22 @@ def run_sweep(store: Store, sweep: Sweep, executor: str = "local", *, retry_fail
     yield from _quarantined(ingest)
     claims.clear_stale(store, ids)  # a killed driver's claims on jobs that are done since
     mine, others = claims.claim(store, [j.job_id for j in left.todo])
-    summary = None
+    summary = full = None
     try:
         summary = yield from _run_claimed(store, sweep, executor, runner, left, set(mine), others, added, ingest,
                                           progress, poll_seconds)
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # a full disk stops the sweep; what trained stays, unfinished jobs run again
+        if not is_full(exc):
+            raise
+        full = full_disk(exc, "writing the store")
     finally:
         claims.release(store, mine)
+    if full is not None:  # the shards are the truth: the database may not have been able to take them all
+        statuses = shard_statuses(store, ids)
+        yield DiskFullStop(str(full), sum(1 for s in statuses.values() if s == "done"), len(ids))
+        return
     if summary is None:
         done = sum(1 for status in jobs.statuses(store, ids).values() if status == "done")
         queued = len(submissions.still_open(store, sweep.name)) if runner.detached else 0

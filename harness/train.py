@@ -25,6 +25,7 @@ from torch.distributions import Distribution
 from harness import resume
 from harness.checksums import sha256_file
 from harness.datasets.base import Dataset
+from harness.disk import full_disk, is_full
 from harness.metrics.iwae import iwae_log_px
 from harness.metrics.registry import compute_metrics, encode_grid, encodings, needs_grid, training_metrics
 from harness.models.divergences import DIVERGENCES
@@ -213,6 +214,8 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
             _train_and_evaluate(pack, members, data, device, progress, checkpoint_dir, resume_dir, save_every,
                                 options.compile)
     except Exception as exc:  # one pack's failure is recorded, never raised into the sweep
+        if is_full(exc):  # but a full disk is not the jobs' failure: the sweep stops, they run again
+            raise full_disk(exc, f"writing the files of pack {pack.pack_id}") from exc
         for m in members:
             if m.result.status == "running":
                 m.result.status, m.result.failed_epoch = "failed", len(m.result.epochs)

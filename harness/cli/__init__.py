@@ -7,7 +7,9 @@ from typing import Annotated
 import typer
 
 from harness.cli import bench, data, db, report, sweep
+from harness.cli.common import fail
 from harness.cli.eval import evaluate
+from harness.disk import full_disk, is_full
 
 app = typer.Typer(
     name="harness",
@@ -40,4 +42,14 @@ def _root(show_version: Annotated[bool, typer.Option("--version", callback=_vers
 
 
 def main() -> None:
-    app()
+    """The `harness` command. A full disk met anywhere is one line (what failed, and that space must be freed),
+    never a traceback: the store's writes are atomic, so what was stored before is kept."""
+    try:
+        app()
+    except Exception as exc:
+        if not is_full(exc):
+            raise
+        try:
+            fail(f"{full_disk(exc)}; free some space and run the same command again")
+        except typer.Exit as stop:
+            raise SystemExit(stop.exit_code) from None

@@ -27,6 +27,7 @@ from harness.db import submissions as submissions_db
 from harness.db import sweeps as sweeps_db
 from harness.db.store import Store, StoreUnavailable, StoreWriteError
 from harness.db.sweeps import SweepConflict
+from harness.disk import DiskFull, is_full
 from harness.driver import ExecutorRefused, cancel_sweep, plan_sweep, run_sweep, sweep_status
 from harness.executors.base import TasksUnavailable
 from harness.executors.local import DEVICES
@@ -169,8 +170,8 @@ def run(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: Pa
              else str(exc), 2)
     except SweepConflict as exc:
         fail(str(exc), 2)
-    except (StoreUnavailable, StoreWriteError) as exc:
-        fail(str(exc))
+    except (StoreUnavailable, StoreWriteError, DiskFull) as exc:
+        fail(str(exc) + ("; free some space and run the same command again" if is_full(exc) else ""))
 
 
 def _follow(events, display: _Display) -> None:
@@ -230,6 +231,10 @@ class _Display:
                           "them")
         elif event.kind == "summary":
             self.summary(event)
+        elif event.kind == "disk_full":
+            self.stop()
+            fail(f"{event.reason}. {event.done} of {event.total} jobs are done and stored, none was marked failed: "
+                 "free some space and run the same command again to go on")
         elif event.kind == "interrupted":
             self.stop()
             console.print(f"interrupted: {event.done} of {event.total} jobs are done and stored; run the same command "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.db.store import Store, StoreUnavailable
+from harness.disk import full_disk, is_full
 
 
 class ClaimsUnusable(StoreUnavailable):
@@ -36,8 +37,8 @@ def claim(store: Store, job_ids: Iterable[str]) -> tuple[list[str], dict[str, di
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "start": process_start(os.getpid())}
     mine, others = [], {}
     written = folder / f".{me['pid']}.{time.time_ns()}.tmp"
-    written.write_text(json.dumps(me))
     try:
+        written.write_text(json.dumps(me))
         for job_id in job_ids:
             path = store.claim_path(job_id)
             for _ in range(2):
@@ -57,6 +58,11 @@ def claim(store: Store, job_ids: Iterable[str]) -> tuple[list[str], dict[str, di
                     break
                 mine.append(job_id)
                 break
+    except OSError as exc:
+        if not is_full(exc):
+            raise
+        release(store, mine)
+        raise full_disk(exc, f"claiming jobs in {folder}") from exc
     finally:
         written.unlink(missing_ok=True)
     return mine, others

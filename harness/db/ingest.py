@@ -22,7 +22,9 @@ from typing import Any
 import duckdb
 
 from harness.db import submissions, sweeps
+from harness.db.migrations import rollback
 from harness.db.store import Store, StoreDamaged, StoreLocked, atomic_write_json, insert_rows, open_read_only, timestamp
+from harness.disk import full_disk, is_full
 from harness.shards import ShardError, read_evaluation, read_shard, sealed
 
 JOB_TABLES = ("jobs", "epochs", "metrics", "dim_stats", "points", "artifacts")
@@ -92,6 +94,8 @@ class Ingest:
             ingest_result(con, result)
             return True
         except duckdb.Error as exc:
+            if is_full(exc):  # the shard is good; the database could not grow: stop, set nothing aside
+                raise full_disk(exc, f"adding job {result['job_id']} to the database") from exc
             self.quarantine(self.store.shard_path(result["job_id"]), f"the store refused it: {_first_line(exc)}")
             return False
 
@@ -109,6 +113,8 @@ class Ingest:
                 ingest_evaluation(con, shard)
                 ingested += 1
             except duckdb.Error as exc:
+                if is_full(exc):
+                    raise full_disk(exc, f"adding {path} to the database") from exc
                 self.quarantine(path, f"the store refused it: {_first_line(exc)}")
         return ingested
 
@@ -206,7 +212,7 @@ def ingest_result(con, result: dict[str, Any]) -> None:
                     [[job_id, a["kind"], a["path"], a.get("sha256")] for a in result.get("artifacts", [])])
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
 
 
@@ -239,7 +245,7 @@ def ingest_evaluation(con, shard: dict[str, Any]) -> None:
         _insert_metrics(con, job_id, shard["metrics"], shard["dim_stats"], shard.get("points", []))
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
 
 

@@ -150,6 +150,15 @@ def current(con) -> bool:
     return all(version in done for version, _, _ in MIGRATIONS) and views == [(_views_digest(),)]
 
 
+def rollback(con) -> None:
+    """Undo the open transaction; where DuckDB already ended it (a failed COMMIT, e.g. on a full disk), there
+    is nothing to undo, and the error that ended it is the one to report, not "no transaction is active"."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass
+
+
 def migrate(con) -> list[int]:
     """Apply the migrations the database lacks, each in its own transaction; returns those applied."""
     con.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -166,7 +175,7 @@ def migrate(con) -> list[int]:
             con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
         applied.append(version)
     for view in VIEWS:

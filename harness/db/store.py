@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 
 from harness.db.migrations import current, migrate
+from harness.disk import full_disk, is_full
 
 JOB_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -70,6 +71,8 @@ def _open(path: Path, read_only: bool, attempts: int):
             return duckdb.connect(str(path))
         except duckdb.Error as exc:
             text = str(exc)
+            if is_full(exc):  # a full disk is not a damaged file
+                raise full_disk(exc, f"opening {path}") from exc
             if not isinstance(exc, duckdb.IOException) or "lock" not in text.lower():
                 if damaged(path, exc) is not None:
                     raise damaged(path, exc) from exc
@@ -174,6 +177,8 @@ class Store:
             migrate(con)
             yield con
         except duckdb.Error as exc:
+            if is_full(exc):
+                raise full_disk(exc, f"writing {self.path}") from exc
             error = damaged(self.path, exc)
             if error is None:
                 raise

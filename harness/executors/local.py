@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from harness.db.store import Store
+from harness.disk import DiskFull
 from harness.executors.base import Tasks
 from harness.executors.worker import RESUME_EVERY, PackEnded, fail_missing, worker_main
 from harness.spec import JobSpec, Pack, Sweep, pack_groups, plan_packs
@@ -199,6 +200,8 @@ class LocalExecutor:
             if kind == "progress":
                 self.on_progress(payload)
                 relayed = True
+            elif kind == "disk_full":  # stop here: drive() closes the workers; nothing is marked failed
+                raise DiskFull(payload[1])
             elif kind == "pack_done":
                 slot = next(d for d, (_, _, p) in self._workers.items()
                             if p is not None and p.jobs[0].job_id == payload[0])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.db.ingest import write_shard
 from harness.db.store import Store
+from harness.disk import DiskFull, full_disk, is_full
 from harness.shards import JobResult
 from harness.spec import Pack
 from harness.train import Progress, RunOptions, train_pack
@@ -81,13 +82,20 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
 
         options = replace(options, threads=choose(first, len(pack.jobs), packs=1).threads)
     try:
-        data = load_dataset(first.dataset, data_root, device, first.dtype)
-    except Exception as exc:  # missing data fails the jobs, not the sweep
-        return fail_missing(store, pack, f"{type(exc).__name__}: {exc}", device, sweep)
-    results = train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir,
-                         resume_dir=store.resume_dir(pack.pack_id), save_every=save_every,
-                         options=options)
-    write_results(store, results, sweep)
+        try:
+            data = load_dataset(first.dataset, data_root, device, first.dtype)
+        except Exception as exc:  # missing data fails the jobs, not the sweep
+            if is_full(exc):
+                raise
+            return fail_missing(store, pack, f"{type(exc).__name__}: {exc}", device, sweep)
+        results = train_pack(pack, data, device, progress, checkpoint_dir=store.job_dir,
+                             resume_dir=store.resume_dir(pack.pack_id), save_every=save_every,
+                             options=options)
+        write_results(store, results, sweep)
+    except Exception as exc:  # a full disk stops the sweep; the pack's jobs are unfinished, not failed
+        if is_full(exc):
+            raise full_disk(exc, f"writing the shards of pack {pack.pack_id}") from exc
+        raise
     return [job.job_id for job in pack.jobs]
 
 
@@ -132,5 +140,9 @@ def worker_main(device: str, store_path: str, sweep: str, data_root: str | None,
             return
         if isinstance(pack, tuple):  # (pack, how it runs): on a CPU each pack brings its threads
             pack, options = pack
-        ids = run_pack(pack, store, sweep, device, data_root, report, save_every, options)
+        try:
+            ids = run_pack(pack, store, sweep, device, data_root, report, save_every, options)
+        except DiskFull as exc:  # the driver stops the sweep and then this worker; its jobs stay unfinished
+            events.put(("disk_full", (pack.jobs[0].job_id, str(exc))))
+            continue
         events.put(("pack_done", ids))
