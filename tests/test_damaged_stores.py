@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = [sys.executable, "-m", "harness.cli"]
 DAMAGES = ("truncate", "garble", "empty", "folder")
-COMMANDS = {"plan": ["sweep", "plan", "SWEEP"], "status": ["sweep", "status"], "cancel": ["sweep", "cancel", "tiny"],
+COMMANDS = {"run": ["sweep", "run", "SWEEP"], "plan": ["sweep", "plan", "SWEEP"], "status": ["sweep", "status"],
+            "cancel": ["sweep", "cancel", "tiny"],
             "query": ["db", "query", "SELECT count(*) FROM runs"], "rebuild": ["db", "rebuild"],
             "eval": ["eval", "--metric", "hoyer", "--force"], "claims": ["report", "claims"],
             "figures": ["report", "figures", "--no-job-images", "--out", "OUT"],
