@@ -152,9 +152,10 @@ def test_a_reader_sees_the_columns_of_a_metric_added_since(tmp_path, monkeypatch
     store = Store(tmp_path / "h.duckdb")
     with store.connect():
         pass
-    monkeypatch.setattr(registry, "METRICS", {**registry.METRICS, "later": registry.Metric(
-        "later", 1, "a metric added after the store was written", lambda enc, gen: registry.MetricOutput({}),
-        columns=("later_value",))})
+    later = registry.Metric("later", 1, "a metric added after the store was written",
+                            lambda enc, gen: registry.MetricOutput({}), columns=("later_value",))
+    monkeypatch.setattr(registry, "METRICS", registry.Registry("metrics", {**registry.METRICS.builtins, "later": later},
+                                                               "metric", callable))
     store.ensure_current()
     columns, _ = run_query(store.path, "SELECT * FROM runs")
     assert "later_value" in columns

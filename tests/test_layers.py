@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "harness"
 # lowest first; a module may import its own layer and those below it
 LAYERS = [
     ("foundations", ("harness", "harness.numerics", "harness.schema", "harness.resume", "harness.streams",
-                     "harness.stats", "harness.checksums", "harness.disk")),
+                     "harness.stats", "harness.checksums", "harness.disk",
+                     "harness.plugins")),
     ("data, models and metrics", ("harness.datasets", "harness.models", "harness.metrics")),
     ("what a job is and what it leaves", ("harness.spec", "harness.shards")),
     ("the store", ("harness.db",)),

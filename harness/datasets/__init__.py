@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from harness.datasets import dsprites, fashion_mnist, mnist, pinwheel, rotated_mnist, shapes2d
 from harness.datasets.base import DataCorrupt, Dataset, DatasetEntry, DataUnavailable
+from harness.plugins import Registry
 from harness.schema import Options, Param, one_of, positive_int
 
 # Options every dataset accepts: quick runs on part of the training set.
@@ -21,7 +23,7 @@ COMMON_OPTIONS: dict[str, Param] = {
                          "an integer >= 0"),
 }
 
-DATASETS: dict[str, DatasetEntry] = {
+DATASETS = Registry("datasets", {
     "fashion_mnist": DatasetEntry(
         name="fashion_mnist",
         description="Fashion-MNIST, 10 clothing classes, resized to 32x32 (bilinear)",
@@ -91,7 +93,7 @@ DATASETS: dict[str, DatasetEntry] = {
         options=shapes2d.OPTIONS,
         factors=tuple(zip(shapes2d.FACTOR_NAMES, shapes2d.FACTOR_SIZES, strict=True)),
     ),
-}
+}, "dataset", lambda entry: isinstance(entry, DatasetEntry))
 
 
 
@@ -99,8 +101,9 @@ def option_schema(name: str) -> dict[str, Param]:
     return {**COMMON_OPTIONS, **DATASETS[name].options}
 
 
-def dataset_schemas() -> dict[str, dict[str, Param]]:
-    return {name: option_schema(name) for name in DATASETS}
+def dataset_schemas() -> Mapping[str, dict[str, Param]]:
+    """name -> options of every dataset, a plugin's loaded only when its name is looked up."""
+    return DATASETS.view(lambda entry: {**COMMON_OPTIONS, **entry.options})
 
 
 def take_subset(x: torch.Tensor, y: torch.Tensor, n: int, mode: str, factors=None):

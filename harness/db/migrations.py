@@ -14,11 +14,11 @@ SQL_TYPES = {float: "DOUBLE", int: "BIGINT", bool: "BOOLEAN", str: "VARCHAR"}
 def prior_columns() -> dict[str, str]:
     """prior_<option> -> SQL type, for every option of every prior in the registry (a column is NULL for
     the priors that lack the option)."""
-    from harness.models.priors import prior_schemas
+    from harness.models.priors import PRIORS
 
-    columns = {}
-    for schema in prior_schemas().values():
-        for option, param in schema.items():
+    columns = {}  # the built-ins' options: a plugin's are in `spec`, so that installing one never changes the view
+    for entry in PRIORS.builtins.values():
+        for option, param in entry.options.items():
             columns[f"prior_{option}"] = SQL_TYPES.get(param.kind if isinstance(param.kind, type) else str, "VARCHAR")
     return dict(sorted(columns.items()))
 
@@ -38,7 +38,7 @@ def _runs_view() -> str:
     CREATE OR REPLACE VIEW runs AS
     SELECT j.job_id, j.sweep, j.status, j.numerics, j.dataset, j.arch, j.prior, j.gamma, j.df, j.alpha, j.beta,
         j.latent_dim, j.epochs, j.batch_size, j.lr, j.seed, j.device, j.pack_size, j.wall_seconds,
-        j.peak_memory_bytes,
+        j.peak_memory_bytes, j.plugins,
         {options},
         {columns}
     FROM jobs j LEFT JOIN metrics m USING (job_id)
@@ -117,6 +117,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     # the sha256 of each checkpoint file as its job wrote it: loads verify it (NULL for older jobs)
     (9, "checkpoint checksums", [
         "ALTER TABLE artifacts ADD COLUMN sha256 VARCHAR",
+    ]),
+    # the plugins a job used (field -> group, name, distribution, version, source sha256), NULL for built-ins;
+    # and the plugin that computed a metric's values (harness eval), NULL for built-in metrics
+    (10, "plugin identities", [
+        "ALTER TABLE jobs ADD COLUMN plugins JSON",
+        "ALTER TABLE metrics ADD COLUMN plugin JSON",
     ]),
 ]
 

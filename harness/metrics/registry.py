@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from harness.plugins import Registry
+
 if TYPE_CHECKING:  # the store builds the `runs` view from this registry without importing torch
     import torch
 
@@ -235,7 +237,7 @@ def _tsne(enc: Encodings, gen: torch.Generator) -> MetricOutput:
     return MetricOutput({}, [], points)
 
 
-METRICS: dict[str, Metric] = {m.name: m for m in (
+METRICS = Registry("metrics", {m.name: m for m in (
     Metric("hoyer", 1, "normalised and raw Hoyer sparsity of the posterior means", _hoyer,
            columns=("hoyer", "hoyer_raw")),
     Metric("class_magnitudes", 1, "mean |posterior mean| per class and dimension", _class_magnitudes),
@@ -264,7 +266,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "(2-D latents)", _aggregate_posterior, lambda enc: enc.loc.shape[1] == 2),
     Metric("tsne", 1, f"t-SNE of the test posterior means (scikit-learn, at most {TSNE_SAMPLE} points); only "
            "through harness eval", _tsne, lambda enc: len(enc.loc) >= 10, at_training=False),
-)}
+)}, "metric", lambda entry: isinstance(entry, Metric))
 
 
 # Values of the test ELBO family that train.evaluate computes with the decoder, under metric name "elbo"
@@ -273,13 +275,15 @@ ELBO_VALUES = ("elbo", "recon", "kl", "reg", "loss", "recon_mse", "iwae")
 
 
 def runs_columns() -> tuple[str, ...]:
-    """The test-split values that the `runs` view shows as columns, one row per job."""
-    return ELBO_VALUES + tuple(c for m in METRICS.values() for c in m.columns)
+    """The test-split values that the `runs` view shows as columns, one row per job (the built-in metrics';
+    a plugin metric's values are rows of `metrics`, so that installing one never changes the view)."""
+    return ELBO_VALUES + tuple(c for m in METRICS.builtins.values() for c in m.columns)
 
 
 def training_metrics() -> list[str]:
-    """The metrics that training runs when it ends."""
-    return [name for name, metric in METRICS.items() if metric.at_training]
+    """The metrics that training runs when it ends: built-ins only (a plugin metric runs through `harness eval`,
+    so that installing one never changes what training computes)."""
+    return [name for name, metric in METRICS.builtins.items() if metric.at_training]
 
 
 def needs_grid(names: list[str] | tuple[str, ...]) -> bool:

@@ -13,6 +13,7 @@ import torch
 from torch.distributions import Normal
 
 from harness.models.imq_fast import MMD_SCALES, PairSumWithGradient, direct_pair_sums, imq_pair_sum_fast
+from harness.plugins import Registry
 
 
 def _imq_pair_sums(a: torch.Tensor, b: torch.Tensor, grads: bool):
@@ -77,8 +78,9 @@ def no_divergence(z: torch.Tensor, prior_z: torch.Tensor, q_loc=None, q_scale=No
     return z.new_zeros(z.shape[0])
 
 
-DIVERGENCES = {
+# name -> divergence(z, prior_z, q_loc, q_scale, prior) -> (G,): built-ins, then plugins (harness.plugins)
+DIVERGENCES = Registry("divergences", {
     "mmd_dim": mmd_dim,
     "kld_inc": kld_inc,
     "none": no_divergence,
-}
+}, "divergence", callable)

@@ -16,12 +16,14 @@ as torch.bfloat16) runs its layers under torch.autocast and hands its outputs ba
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.models.grouped import GBatchNorm2d, GConv2d, GConvTranspose2d, GLinear, pack_images, unpack_images
+from harness.plugins import Registry
 
 EPS_STD = 1e-6  # added to every posterior standard deviation, as in the reference
 
@@ -218,13 +220,20 @@ class Mlp400Decoder(MlpDecoder):
     hidden_units = 400
 
 
-# name -> (encoder class, decoder class, the example shape it is built for, or None for any)
-ARCHS: dict[str, tuple[type[PackedNet], type[PackedNet], tuple[int, ...] | None]] = {
-    "conv32": (Conv32Encoder, Conv32Decoder, (1, 32, 32)),
-    "conv64": (Conv64Encoder, Conv64Decoder, (1, 64, 64)),
-    "mlp": (MlpEncoder, MlpDecoder, None),
-    "mlp400": (Mlp400Encoder, Mlp400Decoder, None),
-}
+class ArchEntry(NamedTuple):
+    """What an architecture provides, built-in or plugin (harness.plugins)."""
+
+    encoder: type[PackedNet]  # encoder(groups, latent, example_shape) -> (loc, scale), each (G, B, L)
+    decoder: type[PackedNet]  # decoder(groups, latent, example_shape, params_per_pixel)
+    shape: tuple[int, ...] | None  # the example shape it is built for, or None for any
+
+
+ARCHS = Registry("archs", {
+    "conv32": ArchEntry(Conv32Encoder, Conv32Decoder, (1, 32, 32)),
+    "conv64": ArchEntry(Conv64Encoder, Conv64Decoder, (1, 64, 64)),
+    "mlp": ArchEntry(MlpEncoder, MlpDecoder, None),
+    "mlp400": ArchEntry(Mlp400Encoder, Mlp400Decoder, None),
+}, "architecture", lambda entry: isinstance(entry, ArchEntry))
 
 
 def build(arch: str, groups: int, latent: int, example_shape: tuple[int, ...], params_per_pixel: int,

@@ -11,13 +11,15 @@ A prior module holds its (possibly learnt) parameters, one row per member, and o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Normal, StudentT, constraints
 from torch.distributions.utils import broadcast_all
 
+from harness.plugins import Registry
 from harness.schema import Options, Param, positive, unit_interval_open
 
 PCA_ROWS = 10_000  # examples used to estimate the covariance for the anisotropic prior
@@ -346,21 +348,29 @@ def _build_mixture(members, latent, data=None):
     return MixturePrior(members, latent)
 
 
-# name -> (schema of options, builder(members: list[Options], latent, data) -> PriorModule)
-PRIORS: dict[str, tuple[dict[str, Param], object]] = {
-    "sparse": ({"gamma": unit_interval_open(0.0, "weight of the spike"),
-                "spike_scale": positive(0.05, "standard deviation of the spike")}, _build_sparse),
-    "normal": ({"scale": positive(1.0, "variance of each dimension")}, _build_normal),
-    "anisotropic": ({"scale": positive(1.0, "mean variance per dimension; the total is scale * L"),
-                     "learn": Param(bool, False, "learn the allocation of the variance among dimensions")},
-                    _build_anisotropic),
-    "student_t": ({"df": positive(9.0, "degrees of freedom")}, _build_student_t),
-    "mixture": ({"variance": positive(0.03, "variance of each component in each dimension")}, _build_mixture),
-}
+class PriorEntry(NamedTuple):
+    """What a prior provides, built-in or plugin (harness.plugins): its options and a builder for a pack."""
+
+    options: dict[str, Param]  # option -> type, default, range and help
+    build: Callable[..., PriorModule]  # build(members: list[Options], latent, data) -> PriorModule
 
 
-def prior_schemas() -> dict[str, dict[str, Param]]:
-    return {name: schema for name, (schema, _) in PRIORS.items()}
+PRIORS = Registry("priors", {
+    "sparse": PriorEntry({"gamma": unit_interval_open(0.0, "weight of the spike"),
+                          "spike_scale": positive(0.05, "standard deviation of the spike")}, _build_sparse),
+    "normal": PriorEntry({"scale": positive(1.0, "variance of each dimension")}, _build_normal),
+    "anisotropic": PriorEntry({"scale": positive(1.0, "mean variance per dimension; the total is scale * L"),
+                               "learn": Param(bool, False, "learn the allocation of the variance among dimensions")},
+                              _build_anisotropic),
+    "student_t": PriorEntry({"df": positive(9.0, "degrees of freedom")}, _build_student_t),
+    "mixture": PriorEntry({"variance": positive(0.03, "variance of each component in each dimension")},
+                          _build_mixture),
+}, "prior", lambda entry: isinstance(entry, PriorEntry))
+
+
+def prior_schemas() -> Mapping[str, dict[str, Param]]:
+    """name -> options of every prior, a plugin's loaded only when its name is looked up."""
+    return PRIORS.view(lambda entry: entry.options)
 
 
 def build_prior(members: Sequence[Options], latent: int, data=None) -> PriorModule:
