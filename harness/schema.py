@@ -73,6 +73,13 @@ class Param:
             raise SpecError(key, f"must be {self.allowed}, got {value!r}")
         return value
 
+    def describe(self) -> str:
+        """One line for listings and help: type, default, what is allowed, then the help text."""
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        default = self.default if not isinstance(self.default, float) else f"{self.default:.4g}"
+        words = ", ".join(w for w in (_type_words(kinds), f"default {default}", self.allowed) if w)
+        return f"{words}: {self.help}" if self.help else words
+
 
 def _type_words(kinds: tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",

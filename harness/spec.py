@@ -28,12 +28,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from harness.datasets import dataset_schemas
+from harness.datasets import DATASETS, dataset_schemas
 from harness.models.divergences import DIVERGENCES
 from harness.models.likelihoods import likelihood_schemas
 from harness.models.nets import ARCHS
-from harness.models.priors import prior_schemas
+from harness.models.priors import PRIORS, prior_schemas
 from harness.numerics import NUMERICS_VERSION
+from harness.plugins import PluginError
 from harness.schema import (
     Options,
     Param,
@@ -109,11 +110,18 @@ class JobSpec:
     dtype: str = "float32"
     iwae_k: int = 0
     autocast: str = "none"
+    # the plugins the job uses: (field, record), record = {group, name, distribution, version, source}; not
+    # part of to_dict() (the spec a user wrote) but of the id: new plugin code, new ids (harness.plugins)
+    plugins: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+    def plugin_record(self) -> dict[str, dict[str, str]]:
+        """field -> the identity of the plugin it names, for the plugins this job uses ({} for built-ins)."""
+        return {name: dict(record) for name, record in self.plugins}
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, less those added after the first release that hold their default (LATER_FIELDS):
         a spec that does not use a newer field hashes, packs and stores exactly as it did before it."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "plugins"}
         for key, default in LATER_FIELDS.items():
             if out[key] == default:
                 del out[key]
@@ -125,6 +133,8 @@ class JobSpec:
         head: dict[str, Any] = {"spec_version": SPEC_VERSION}
         if numerics > 1:  # version 1 predates the key: its ids hashed no numerics version
             head["numerics"] = numerics
+        if self.plugins:  # only jobs that use a plugin: every other id is as it was
+            head["plugins"] = self.plugin_record()
         return json.dumps({**head, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
 
     def id_at(self, numerics: int) -> str:
@@ -220,9 +230,31 @@ def validate_job(raw: dict[str, Any], seed: int) -> JobSpec:
     for name, (kind, schemas) in registries.items():
         if name not in raw:
             raise SpecError(name, f"missing; a {kind} name or table, allowed names: {', '.join(sorted(schemas))}")
-        values[name] = resolve_options(name, raw[name], kind, schemas)
+        try:
+            values[name] = resolve_options(name, raw[name], kind, schemas)
+        except PluginError as exc:  # a plugin that does not load refuses the sweeps that use it, no others
+            raise SpecError(f"{name}.name", str(exc)) from None
+    values["plugins"] = _plugins_used(values)
     _check_together(values)
     return JobSpec(**values)
+
+
+def _plugins_used(values: dict[str, Any]) -> tuple:
+    """(field, identity record) for each field of a job that names a plugin, loading it (so that a plugin
+    that fails to import is a SpecError of the sweeps that name it)."""
+    used = []
+    for name, registry in (("dataset", DATASETS), ("arch", ARCHS), ("prior", PRIORS), ("divergence", DIVERGENCES)):
+        value = values[name].name if isinstance(values[name], Options) else values[name]
+        identity = registry.identity(value)
+        if identity is None:
+            continue
+        try:
+            registry[value]
+        except PluginError as exc:
+            raise SpecError(f"{name}.name" if isinstance(values[name], Options) else name, str(exc)) from None
+        record = {"group": registry.group, "name": value, **identity.to_dict()}
+        used.append((name, tuple(sorted(record.items()))))
+    return tuple(used)
 
 
 def _check_together(values: dict[str, Any]) -> None:

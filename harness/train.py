@@ -192,6 +192,7 @@ def train_pack(pack: Pack, data: Dataset, device: torch.device | str,
     members = [
         _Member(job, {s: generator(job.seed, s, device) for s in STREAMS},
                 JobResult(job.job_id, job.to_dict(), "running", started=started, pack_id=pack.pack_id,
+                          plugins=job.plugin_record(),
                           pack_size=len(jobs), device=str(device)))
         for job in jobs
     ]

@@ -67,7 +67,7 @@ def test_an_old_store_rebuilds_from_its_shards(old_store):
 def test_run_trains_the_current_version_beside_the_old_one(old_store, tmp_path):
     sweep = FIXTURES / "legacy.toml"
     output = invoke("sweep", "run", str(sweep), "--store", str(old_store))
-    assert "0 already in the store, 2 to run" in output and "2 of them have results from an older" in output
+    assert "0 already in the store, 2 to run" in output and "2 of them have results from older code" in output
     _, rows = run_query(old_store, "SELECT numerics, count(*) FILTER (WHERE status = 'done') FROM runs "
                                    "GROUP BY ALL ORDER BY ALL")
     assert rows == [(1, 2), (NUMERICS_VERSION, 2)]

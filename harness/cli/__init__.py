@@ -9,6 +9,7 @@ import typer
 from harness.cli import bench, data, db, report, sweep
 from harness.cli.common import fail
 from harness.cli.eval import evaluate
+from harness.cli.plugins import plugins
 from harness.disk import full_disk, is_full
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app.add_typer(report.app, name="report")
 app.add_typer(data.app, name="data")
 app.add_typer(bench.app, name="bench")
 app.command("eval")(evaluate)
+app.command("plugins")(plugins)
 
 
 def _version(value: bool) -> None:

@@ -19,6 +19,7 @@ from harness.cli.common import (
 )
 from harness.db.store import Store, StoreUnavailable, StoreWriteError
 from harness.metrics.registry import METRICS
+from harness.plugins import PluginError
 
 
 def evaluate(metric: Annotated[list[str], typer.Option(
@@ -46,6 +47,11 @@ def evaluate(metric: Annotated[list[str], typer.Option(
     unknown = [m for m in metric if m not in METRICS]
     if unknown:
         fail(f"--metric: unknown metric '{unknown[0]}'; known: {', '.join(METRICS)}", 2)
+    for name in metric:  # a plugin metric that does not load: one line, before any job is touched
+        try:
+            METRICS[name]
+        except PluginError as exc:
+            fail(f"--metric: {exc}", 2)
     if device not in ("cpu", "cuda"):
         fail(f"--device: must be cpu or cuda, got '{device}'", 2)
     the_store = Store(store)

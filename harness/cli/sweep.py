@@ -108,7 +108,8 @@ def plan(sweep_file: SweepFile, store: StoreOption = DEFAULT_STORE, pack_size: P
     stale = [j for j in left.todo if j.job_id in left.stale]
     if stale:
         console.print(f"{len(stale)} of the pending jobs are stale: the store has their results from an older "
-                      f"numerics version (kept; `harness sweep run` trains numerics {NUMERICS_VERSION} beside them)")
+                      f"numerics version or plugin code (kept; `harness sweep run` trains numerics "
+                      f"{NUMERICS_VERSION} beside them)")
 
 
 @app.command()
@@ -264,8 +265,9 @@ class _Display:
                           f"{where} ({', '.join(tasks)}); this run leaves them to Slurm (`harness sweep status` "
                           "follows them)")
         if p.stale:
-            console.print(f"{p.stale} of them have results from an older numerics version, kept apart in the store "
-                          f"(see `harness sweep status`); these runs are numerics {NUMERICS_VERSION}")
+            console.print(f"{p.stale} of them have results from older code (an older numerics version or plugin), "
+                          f"kept apart in the store (see `harness sweep status`); these runs are numerics "
+                          f"{NUMERICS_VERSION}")
         if p.runs:
             self.overall = self.progress.add_task(f"sweep {p.sweep}", total=p.watched, info="")
             self.progress.start()

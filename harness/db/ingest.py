@@ -185,10 +185,10 @@ def ingest_result(con, result: dict[str, Any]) -> None:
     try:
         _forget(con, job_id)
         con.execute(
-            """INSERT INTO jobs (job_id, numerics, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta,
+            f"""INSERT INTO jobs (job_id, numerics, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta,
                 latent_dim, epochs, batch_size, lr, seed, status, error, failed_epoch, device, host, pack_id, pack_size,
-                started, finished, wall_seconds, peak_memory_bytes, git_commit, versions, shard, run_options)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                started, finished, wall_seconds, peak_memory_bytes, git_commit, versions, shard, run_options, plugins)
+               VALUES ({", ".join("?" * 32)})""",
             # shards that predate the key were written by numerics version 1
             [job_id, result.get("numerics", 1), result.get("sweep", ""), json.dumps(result["spec"], sort_keys=True),
              summary["dataset"], summary["arch"], summary["prior"], summary["gamma"], summary["df"], summary["alpha"],
@@ -199,7 +199,8 @@ def ingest_result(con, result: dict[str, Any]) -> None:
              timestamp(result.get("started")), timestamp(result.get("finished")), result.get("wall_seconds"),
              result.get("peak_memory_bytes"), result.get("git_commit", ""),
              json.dumps(result.get("versions", {}), sort_keys=True), result.get("shard", ""),
-             json.dumps(result.get("run_options", {}), sort_keys=True)])
+             json.dumps(result.get("run_options", {}), sort_keys=True),
+             json.dumps(result["plugins"], sort_keys=True) if result.get("plugins") else None])
         insert_rows(con, "epochs", ("job_id", "epoch", "loss", "recon", "kl", "reg", "seconds", "samples_per_second"),
                     [[job_id, e["epoch"], e["loss"], e["recon"], e["kl"], e["reg"], e["seconds"],
                       e["samples_per_second"]] for e in result.get("epochs", [])])
@@ -223,9 +224,10 @@ def _legacy_metric(name: str) -> str:
 
 def _insert_metrics(con, job_id: str, metrics: list[dict[str, Any]], dim_stats: list[dict[str, Any]],
                     points: list[dict[str, Any]]) -> None:
-    insert_rows(con, "metrics", ("job_id", "split", "name", "value", "metric", "version"),
+    insert_rows(con, "metrics", ("job_id", "split", "name", "value", "metric", "version", "plugin"),
                 [[job_id, m["split"], m["name"], m["value"], m.get("metric", _legacy_metric(m["name"])),
-                  m.get("version", 1)] for m in metrics])
+                  m.get("version", 1), json.dumps(m["plugin"], sort_keys=True) if m.get("plugin") else None]
+                 for m in metrics])
     insert_rows(con, "dim_stats", ("job_id", "split", "metric", "stat", "dim", "key", "key_index", "value"),
                 [[job_id, r["split"], r["metric"], r["stat"], r["dim"], r["key"], r["key_index"], r["value"]]
                  for r in dim_stats])

@@ -7,7 +7,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from harness.db.store import damaged, open_read_only
+from harness.db.jobs import plugin_stale
+from harness.db.store import Store, damaged, open_read_only
 
 
 def _frame(store: str | Path, sql: str, params: list | dict | None = None) -> pl.DataFrame:
@@ -46,7 +47,13 @@ def finished_runs(store: str | Path, sweep: str, numerics: int | None) -> pl.Dat
         FROM runs r JOIN jobs j USING (job_id)
         WHERE r.status = 'done' AND ($numerics IS NULL OR r.numerics = $numerics)
             AND (j.sweep = $sweep OR j.job_id IN (SELECT job_id FROM sweep_jobs WHERE sweep = $sweep))
-        ORDER BY r.job_id""", {"sweep": sweep, "numerics": numerics})
+            AND NOT list_contains($other, r.job_id)
+        ORDER BY r.job_id""", {"sweep": sweep, "numerics": numerics, "other": _other_code(store, sweep)})
+
+
+def _other_code(store: str | Path, sweep: str | None) -> list[str]:
+    """The jobs (of `sweep`) that plugin code no longer installed made: never read as today's results."""
+    return sorted(plugin_stale(Store(store), sweep))
 
 
 def dim_stats(store: str | Path, job_ids: list[str], metric: str, stat: str) -> pl.DataFrame:
@@ -95,7 +102,9 @@ def finished_jobs(store: str | Path, sweep: str | None, numerics: int | None, co
             AND ($commit IS NULL OR starts_with(j.git_commit, $commit))
             AND ($sweep IS NULL OR j.sweep = $sweep
                  OR j.job_id IN (SELECT job_id FROM sweep_jobs WHERE sweep = $sweep))
-        ORDER BY j.job_id""", {"sweep": sweep, "numerics": numerics, "commit": commit})
+            AND NOT list_contains($other, j.job_id)
+        ORDER BY j.job_id""", {"sweep": sweep, "numerics": numerics, "commit": commit,
+                               "other": _other_code(store, sweep)})
 
 
 def job_values(store: str | Path, job_ids: list[str]) -> pl.DataFrame:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.db import claims
+from harness.db.jobs import plugin_stale
 from harness.db.store import Store, atomic_write_json, insert_rows
 from harness.numerics import NUMERICS_VERSION
 
@@ -78,11 +79,12 @@ def counts(store: Store, busy: Iterable[str] = ()) -> list[tuple[str, str, int, 
 
     done, failed and diverged count the current numerics version only; running counts the jobs without
     a result that a live driver has claimed or that is in `busy` (e.g. in a cluster task still queued or
-    running), pending the others; stale counts the sweep's rows stored under an older numerics version
-    (kept and queryable, but not current results).
+    running), pending the others; stale counts the sweep's rows stored under an older numerics version or
+    made by plugin code that is not installed now (kept and queryable, but not current results).
     """
     busy = set(busy)
     store.ensure_current()
+    other_code = sorted(plugin_stale(store))  # made by plugin code that is not installed now: not results
     with store.reader() as con:
         rows = con.execute("""
             SELECT s.name, s.description, count(sj.job_id) AS total,
@@ -90,10 +92,11 @@ def counts(store: Store, busy: Iterable[str] = ()) -> list[tuple[str, str, int, 
                 count(*) FILTER (WHERE j.status = 'failed' AND j.numerics = $v) AS failed,
                 count(*) FILTER (WHERE j.status = 'diverged' AND j.numerics = $v) AS diverged,
                 coalesce(list(sj.job_id) FILTER (WHERE j.status IS NULL AND sj.job_id IS NOT NULL), []),
-                (SELECT count(*) FROM jobs o WHERE o.sweep = s.name AND o.numerics < $v) AS stale
+                (SELECT count(*) FROM jobs o WHERE o.sweep = s.name
+                    AND (o.numerics < $v OR list_contains($other, o.job_id))) AS stale
             FROM sweeps s LEFT JOIN sweep_jobs sj ON sj.sweep = s.name
-                LEFT JOIN jobs j ON j.job_id = sj.job_id
-            GROUP BY s.name, s.description ORDER BY s.name""", {"v": NUMERICS_VERSION}).fetchall()
+                LEFT JOIN jobs j ON j.job_id = sj.job_id AND NOT list_contains($other, j.job_id)
+            GROUP BY s.name, s.description ORDER BY s.name""", {"v": NUMERICS_VERSION, "other": other_code}).fetchall()
     found = []
     for name, description, total, done, failed, diverged, waiting, stale in rows:
         running = len(claims.running(store, (j for j in waiting if j not in busy)) | busy.intersection(waiting))

@@ -58,6 +58,7 @@ def fail_missing(store: Store, pack: Pack, error: str, device: str, sweep: str) 
     pack's job ids, ready to ingest."""
     missing = [job for job in pack.jobs if not store.shard_path(job.job_id).exists()]
     write_results(store, [JobResult(job.job_id, job.to_dict(), "failed", error=error, pack_id=pack.pack_id,
+                                    plugins=job.plugin_record(),
                                     pack_size=len(pack.jobs), device=device) for job in missing], sweep)
     return [job.job_id for job in pack.jobs]
 
@@ -81,6 +82,9 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
         from harness.workers import choose
 
         options = replace(options, threads=choose(first, len(pack.jobs), packs=1).threads)
+    changed = plugins_changed(pack)
+    if changed:  # this node's plugin is not the code the jobs were planned with: their ids would lie
+        return fail_missing(store, pack, changed, device, sweep)
     try:
         try:
             data = load_dataset(first.dataset, data_root, device, first.dtype)
@@ -97,6 +101,21 @@ def run_pack(pack: Pack, store: Store, sweep: str, device: str, data_root: str |
             raise full_disk(exc, f"writing the shards of pack {pack.pack_id}") from exc
         raise
     return [job.job_id for job in pack.jobs]
+
+
+def plugins_changed(pack: Pack) -> str:
+    """Why this process cannot train the pack's plugin jobs as planned (a Slurm node without the plugin, or
+    with other code of it), in one line; '' where every plugin is installed here as the driver saw it."""
+    from harness.plugins import is_current
+
+    for job in pack.jobs:
+        record = job.plugin_record()
+        if record and not is_current(record):
+            used = ", ".join(f"{r['group']} '{r['name']}' of {r['distribution']} {r['version']} (source "
+                             f"{r['source'][:12]})" for r in record.values())
+            return (f"the plugin code on {socket.gethostname()} is not what the job was planned with: {used}; "
+                    "install the same version of the plugin in every environment that runs jobs")
+    return ""
 
 
 def _die_with_parent(parent: int) -> None:
