@@ -358,24 +358,26 @@ def clustering_density(store: Path, out: Path, sel: Selection) -> Figure | None:
     runs = runs.filter(pl.col("latent_dim") == 2).sort(["numerics", "seed"], descending=[True, False])
     if runs.is_empty():
         return None
-    chosen = runs.group_by(["alpha", "beta"]).first()
+    chosen = runs.group_by(["prior_label", "alpha", "beta"]).first()  # a row per prior and beta where several
     grid = queries.points(store, chosen["job_id"].to_list(), "aggregate_posterior")
     if grid.is_empty():
         return None
     chosen = chosen.filter(pl.col("job_id").is_in(grid["job_id"].unique().to_list()))
-    alphas, betas = sorted(chosen["alpha"].unique()), sorted(chosen["beta"].unique())
+    alphas = sorted(chosen["alpha"].unique())
+    betas = sorted(set(zip(chosen["prior_label"], chosen["beta"], strict=True)), key=lambda pb: (pb[0], pb[1]))
+    several = len({prior for prior, _ in betas}) > 1
     top = float(grid["value"].max())
     norm = LogNorm(vmin=top / DENSITY_RANGE, vmax=top)
     plot = style.plot(len(betas), len(alphas), (2.0, 1.75), sharex=True, sharey=True,
-                      title=f"Aggregate posterior q(z) of the test points, sweep {sel.sweep}: rows beta, "
-                            "columns alpha")
+                      title=f"Aggregate posterior q(z) of the test points, sweep {sel.sweep}: rows "
+                            f"{'prior and ' if several else ''}beta, columns alpha")
     for ax in plot.axes.flat:
         ax.set_visible(False)
     size = int(round(grid.filter(pl.col("job_id") == grid["job_id"][0]).height ** 0.5))
     masses = {}
     image = None
     for row in chosen.iter_rows(named=True):
-        ax = plot.axes[betas.index(row["beta"]), alphas.index(row["alpha"])]
+        ax = plot.axes[betas.index((row["prior_label"], row["beta"])), alphas.index(row["alpha"])]
         ax.set_visible(True)
         cells = grid.filter(pl.col("job_id") == row["job_id"]).sort("idx")
         x0, x1, y0, y1 = cells["x"].min(), cells["x"].max(), cells["y"].min(), cells["y"].max()
@@ -391,13 +393,14 @@ def clustering_density(store: Path, out: Path, sel: Selection) -> Figure | None:
     for j, alpha in enumerate(alphas):
         plot.axes[0, j].set_title(f"alpha {alpha:g}")
         plot.axes[-1, j].set_xlabel(style.QUANTITIES["z1"].label)
-    for i, beta in enumerate(betas):
-        plot.axes[i, 0].set_ylabel(f"beta {beta:g}\n{style.QUANTITIES['z2'].label}")
+    for i, (prior, beta) in enumerate(betas):
+        plot.axes[i, 0].set_ylabel(f"{prior + ', ' if several else ''}beta {beta:g}\n{style.QUANTITIES['z2'].label}")
     plot.colorbar(image, plot.axes, style.QUANTITIES["density"].label)
-    frame = grid.join(chosen.select("job_id", "alpha", "beta", "seed"), on="job_id")
+    frame = grid.join(chosen.select("job_id", "prior_label", "alpha", "beta", "seed"), on="job_id")
     return _drawn("clustering_density", plot, frame, chosen, out, sel,
                   "Density of the aggregate posterior of the test points on shared axes and one log colour scale; "
-                  "rows beta, columns alpha; one seed per panel.", [1] * chosen.height)
+                  f"rows {'prior and ' if several else ''}beta, columns alpha; one seed per panel.",
+                  [1] * chosen.height)
 
 
 # -- independence (dSprites / shapes2d) ------------------------------------------------------------
