@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= runs/harness.duckdb
 
-.PHONY: demo demo-all test test-slow lint bench canary canary-baseline reproduce gpu-check data clean
+.PHONY: demo demo-all test test-slow lint bench canary canary-baseline reproduce gpu-check data clean plugin-example
 
 # Debian ships venv separately (python3-venv); install it when we may
 $(BIN)/python:
@@ -53,7 +53,20 @@ test-slow: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check harness tests
+	$(BIN)/ruff check harness tests examples
+
+# the example plugin (examples/laplace-prior), as a user installs it: its tests, a sweep that mixes its prior with
+# a built-in one, and the figures of both; it is uninstalled again, so the harness's own tests see no plugin
+PLUGIN_STORE := runs/plugin-example/harness.duckdb
+plugin-example: $(VENV)/.installed-dev
+	rm -rf runs/plugin-example
+	$(BIN)/pip install -q --no-build-isolation ./examples/laplace-prior
+	@trap '$(BIN)/pip uninstall -q -y harness-laplace' EXIT; set -e; \
+	$(BIN)/harness plugins; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider examples/laplace-prior/tests; \
+	$(BIN)/harness sweep run examples/laplace-prior/sweep.toml --store $(PLUGIN_STORE); \
+	$(BIN)/harness report figures --no-job-images --store $(PLUGIN_STORE) --out runs/plugin-example/reports; \
+	$(BIN)/python scripts/check_plugin_example.py $(PLUGIN_STORE) runs/plugin-example/reports
 
 # run the suites into the store, then compare with the previous run on this machine (none yet: exit 2, fine)
 bench: $(VENV)/.installed-dev
