@@ -5,9 +5,12 @@ never a traceback; a changed checkpoint never gives numbers."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,71 @@ def test_every_command_on_a_damaged_store_gives_numbers_or_one_line(base, tmp_pa
             assert result.exit_code != 0, where
         cells += 1
     assert cells == len(COMMANDS)
+
+
+# The fifth damage, a file made unreadable (chmod 0), means nothing to root, which reads it anyway: those
+# cells run as the user nobody, in one process per file, over a copy of the store that nobody owns.
+AS_NOBODY = r'''
+import json, os, shutil, sys
+from typer.testing import CliRunner
+from harness.cli import app
+
+original, sweep, job, relative, commands, kind = json.loads(sys.argv[1])
+cells = []
+for name, command in commands.items():
+    work = os.path.join(os.path.dirname(original), "as-nobody", kind, name)
+    shutil.copytree(original, work)
+    os.chmod(os.path.join(work, relative), 0)
+    args = [a.replace("SWEEP", sweep).replace("JOB", job).replace("OUT", os.path.join(work, "out")) for a in command]
+    result = CliRunner().invoke(app, [*args, "--store", os.path.join(work, "harness.duckdb")])
+    cells.append([name, result.exit_code, result.output, result.stderr,
+                  result.exception is None or isinstance(result.exception, SystemExit)])
+print(json.dumps(cells))
+'''
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture(scope="module")
+def shared(base) -> Iterator[tuple[Path, Path, str]]:
+    """The corpus's store and sweep file where the user nobody can read and write them (pytest's own
+    temporary folders are root's alone)."""
+    sweep, original, job = base
+    folder = Path(tempfile.mkdtemp(prefix="harness-as-nobody-"))
+    folder.chmod(0o755)
+    try:
+        yield from _as_nobody(folder, sweep, original, job)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _as_nobody(folder: Path, sweep: Path, original: Path, job: str):
+    shutil.copytree(original, folder / "store")
+    shutil.copy(sweep, folder / "tiny.toml")
+    subprocess.run(["chown", "-R", "65534:65534", str(folder)], check=True)
+    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import harness.cli, multiprocessing as mp; "
+                            "mp.get_context('spawn').Queue()"], capture_output=True, text=True, cwd=ROOT)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot run the harness as the user nobody here: {probe.stderr.strip()[-200:]}")
+    yield folder / "tiny.toml", folder / "store", job
+
+
+@pytest.mark.parametrize("kind", ["database", "shard", "evaluation", "manifest", "weights", "spec"])
+def test_every_command_on_an_unreadable_store_file_gives_numbers_or_one_line(shared, kind):
+    sweep, original, job = shared
+    files = {"database": "harness.duckdb", "shard": f"jobs/{job}/result.json",
+             "evaluation": f"jobs/{job}/eval/hoyer.json", "manifest": "sweeps/tiny.json",
+             "weights": f"jobs/{job}/model.safetensors", "spec": f"jobs/{job}/spec.json"}
+    ran = subprocess.run([*NOBODY, sys.executable, "-c", AS_NOBODY,
+                          json.dumps([str(original), str(sweep), job, files[kind], COMMANDS, kind])],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    cells = json.loads(ran.stdout.splitlines()[-1])
+    assert [c[0] for c in cells] == list(COMMANDS)
+    for name, code, output, stderr, clean in cells:
+        where = f"{kind} unreadable, {name}: exit {code}\n{output}{stderr}"
+        assert clean and "Traceback" not in output + stderr, where
+        if code != 0:
+            errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+            assert code in (1, 2) and len(errors) == 1, where
+        if kind == "weights" and name in ("eval", "job"):  # an unreadable checkpoint never gives numbers
+            assert code != 0, where

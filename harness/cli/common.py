@@ -15,7 +15,7 @@ errors = Console(stderr=True)
 
 DEFAULT_STORE = Path("runs/harness.duckdb")
 
-StoreOption = Annotated[Path, typer.Option("--store", envvar="HARNESS_STORE",
+StoreOption = Annotated[Path, typer.Option("--store", envvar="HARNESS_STORE", readable=False,  # the store says why
                                            help="DuckDB store; shards and checkpoints live beside it.")]
 DataRootOption = Annotated[Path | None, typer.Option(
     "--data-root", envvar="HARNESS_DATA", help="Directory searched first for datasets (derived files go to "

@@ -73,6 +73,9 @@ def _open(path: Path, read_only: bool, attempts: int):
             text = str(exc)
             if is_full(exc):  # a full disk is not a damaged file
                 raise full_disk(exc, f"opening {path}") from exc
+            if "permission denied" in text.lower():  # nor is a file this user may not read or write
+                raise StoreUnavailable(f"{path} cannot be {'read' if read_only else 'written'} by this user "
+                                       "(permission denied): check its owner and mode") from exc
             if not isinstance(exc, duckdb.IOException) or "lock" not in text.lower():
                 if damaged(path, exc) is not None:
                     raise damaged(path, exc) from exc
