@@ -145,6 +145,22 @@ def test_an_entry_point_that_loads_to_the_wrong_thing_is_refused(site):
         PRIORS["no-such-prior"]
 
 
+def test_a_broken_dataset_plugin_is_a_row_of_data_list_not_a_crash(site):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.datasets import DATASETS
+
+    install(site, "harness-broken", "harness_broken", {"__init__.py": BROKEN},
+            {"harness.datasets": {"broken_data": "harness_broken:DATA"}})
+    DATASETS._loaded.clear()
+    listed = CliRunner().invoke(app, ["data", "list"], terminal_width=400)
+    assert listed.exit_code == 0 and "fashion_mnist" in listed.output, listed.output
+    assert "broken_data" in listed.output and "cannot be imported" in listed.output
+    fetched = CliRunner().invoke(app, ["data", "fetch", "broken_data"])
+    assert fetched.exit_code == 2 and "harness-broken 0.1.0" in fetched.stderr and "Traceback" not in fetched.output
+
+
 def test_is_current_tells_changed_or_missing_plugin_code(site):
     package = install_example(site)
     record = parse_sweep(sweep_text('[{ name = "laplace" }]'), "s.toml").jobs[0].plugin_record()

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from harness.cli.common import DataRootOption, console, fail
 from harness.datasets import DATASETS, DataCorrupt, DatasetEntry, DataUnavailable, sources
+from harness.plugins import PluginError
 from harness.schema import SpecError, closest
 
 app = typer.Typer(help="Find, fetch, check and look at the datasets.", no_args_is_help=True)
@@ -48,7 +49,20 @@ def _root(data_root: Path | None) -> Path | None:
 def _entry(name: str) -> DatasetEntry:
     if name not in DATASETS:
         raise _Fail(f"unknown dataset '{name}'{closest(name, list(DATASETS))}; known: {', '.join(DATASETS)}", 2)
-    return DATASETS[name]
+    try:
+        return DATASETS[name]
+    except PluginError as exc:
+        raise _Fail(str(exc), 2) from None
+
+
+def _entries() -> Iterator[tuple[str, DatasetEntry | None, str]]:
+    """(name, entry, '') for every dataset, or (name, None, why) for a plugin one that cannot be used: one
+    broken plugin never hides the others."""
+    for name in DATASETS:
+        try:
+            yield name, DATASETS[name], ""
+        except PluginError as exc:
+            yield name, None, str(exc)
 
 
 def _factors(entry: DatasetEntry) -> str:
@@ -74,7 +88,10 @@ def list_(data_root: DataRootOption = None) -> None:
         table.add_column("name", no_wrap=True)
         for column in ("what it is", "train / test", "example", "factors", "present", "where"):
             table.add_column(column)
-        for name, entry in DATASETS.items():
+        for name, entry, why in _entries():
+            if entry is None:
+                table.add_row(name, escape(why), "-", "-", "-", "no", "-")
+                continue
             where = _where(entry, root)
             table.add_row(name, escape(entry.description), f"{entry.train_size:,} / {entry.test_size:,}",
                           "x".join(map(str, entry.example_shape)), _factors(entry),
@@ -112,8 +129,8 @@ def verify(name: Annotated[str | None, typer.Argument(help="Dataset name; all pr
         table = Table(title="verify")
         for column in ("name", "result", "detail"):
             table.add_column(column)
-        for dataset, entry in DATASETS.items():
-            result, detail = _verify_one(dataset, entry, root)
+        for dataset, entry, why in _entries():
+            result, detail = _verify_one(dataset, entry, root) if entry is not None else ("FAILED", why)
             table.add_row(dataset, result, escape(detail))
             failed += [dataset] if result == "FAILED" else []
         console.print(table)

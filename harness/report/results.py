@@ -96,11 +96,15 @@ def draw_job_images(store: Path, row: dict, out: Path, data_root: str | None = N
     same). A job without a checkpoint gets none, and says why."""
     from harness.datasets import DATASETS
     from harness.db.store import Store
+    from harness.plugins import PluginError
     from harness.report.job import prior_samples, reconstructions, traversals
 
     job_id = row["job_id"]
     paths, skipped = [], []
-    images = row["dataset"] not in DATASETS or len(DATASETS[row["dataset"]].example_shape) > 1
+    try:  # 2-D points (pinwheel) have no traversal images; a plugin dataset that cannot load draws all it can
+        images = len(DATASETS[row["dataset"]].example_shape) > 1
+    except (KeyError, PluginError):
+        images = True
     for draw in (reconstructions, prior_samples, traversals) if images else (reconstructions, prior_samples):
         png = out / f"{job_id}_{draw.__name__}.png"
         if png.exists():
