@@ -85,17 +85,19 @@ def test_a_driver_killed_mid_sweep_and_run_again_submits_nothing_twice(tiny_swee
 
 
 def test_a_pack_past_its_time_limit_is_requeued_and_ends_with_the_same_numbers(tiny_sweep, tmp_path):
-    """One-minute limit, signalled 30 s before it; Slurm checks limits about every 30 s, so a run lasts 30 to 60 s,
-    of which Python, torch and the data take about 10. The pack needs more than a minute of training even on 2
+    """Two-minute limit, signalled 30 s before it. Slurm may send the signal up to 60 s early (its documented
+    resolution), so a run is signalled 30 to 90 s after it starts: never while Python, torch and the pickle load
+    (about 10 s, before submitit handles the signal; with a one-minute limit the signal could land there and kill
+    the task, as it once did in a run of the slow suite). The pack needs more than two minutes of training even on 2
     quiet cores (so that no run can finish it before the signal), saving every epoch: it ends in the third run or
     so. On busy cores it takes more runs (the limit allows 20)."""
-    sweep = tiny_sweep("limit", epochs=120, subset=100, grid="alpha = [100]")
+    sweep = tiny_sweep("limit", epochs=240, subset=100, grid="alpha = [100]")
     reference = tmp_path / "reference" / "h.duckdb"
     local = CliRunner().invoke(app, ["sweep", "run", str(sweep), "--store", str(reference)])
     assert local.exit_code == 0, local.output
     store = tmp_path / "store" / "h.duckdb"
     result = CliRunner().invoke(app, ["sweep", "run", str(sweep), "--store", str(store), "--executor", "slurm",
-                                      "--save-every", "1", "--slurm", "timeout_min=1",
+                                      "--save-every", "1", "--slurm", "timeout_min=2",
                                       "--slurm", "slurm_signal_delay_s=30", "--slurm", "slurm_max_num_timeout=20"])
     assert result.exit_code == 0, result.output + result.stderr
     tasks = _slurm_tasks("limit")
@@ -105,7 +107,7 @@ def test_a_pack_past_its_time_limit_is_requeued_and_ends_with_the_same_numbers(t
     query = "SELECT e.epoch, e.loss, e.recon, e.kl, e.reg FROM epochs e ORDER BY e.epoch"
     _, expected = run_query(reference, query)
     _, got = run_query(store, query)
-    assert len(got) == 120 and got == expected
+    assert len(got) == 240 and got == expected
     metrics = "SELECT split, name, value FROM metrics ORDER BY split, name"
     assert run_query(store, metrics)[1] == run_query(reference, metrics)[1]
     print(f"time-limit test: {restarts} requeues")
