@@ -28,7 +28,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -117,12 +117,12 @@ class Registry(Mapping[str, Any]):
             if plugin.name in self.builtins:
                 why = (f"{self.kind} plugin '{plugin.name}' of {where} has the name of a built-in {self.kind}; "
                        "the built-in is kept: rename the entry point")
-                out.setdefault(f"{plugin.name}@{plugin.identity.distribution}", _refused(plugin, why))
+                out.setdefault(f"{plugin.name}@{plugin.identity.distribution}", replace(plugin, refused=why))
             elif plugin.name in out:
                 first = out[plugin.name]
                 why = (f"{self.kind} '{plugin.name}' is declared by two plugins, {first.identity.distribution} "
                        f"{first.identity.version} and {where}: uninstall or rename one")
-                out[plugin.name] = _refused(first, why)
+                out[plugin.name] = replace(first, refused=why)
             else:
                 out[plugin.name] = plugin
         return out
@@ -190,10 +190,6 @@ class _View(Mapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         return self.pick(self.registry[name])
-
-
-def _refused(plugin: Plugin, why: str) -> Plugin:
-    return Plugin(plugin.group, plugin.name, plugin.value, plugin.identity, why)
 
 
 def _line(exc: BaseException) -> str:
