@@ -184,23 +184,23 @@ def ingest_result(con, result: dict[str, Any]) -> None:
     con.execute("BEGIN TRANSACTION")
     try:
         _forget(con, job_id)
-        con.execute(
-            f"""INSERT INTO jobs (job_id, numerics, sweep, spec, dataset, arch, prior, gamma, df, alpha, beta,
-                latent_dim, epochs, batch_size, lr, seed, status, error, failed_epoch, device, host, pack_id, pack_size,
-                started, finished, wall_seconds, peak_memory_bytes, git_commit, versions, shard, run_options, plugins)
-               VALUES ({", ".join("?" * 32)})""",
+        insert_rows(con, "jobs", (
+            "job_id", "numerics", "sweep", "spec", "dataset", "arch", "prior", "gamma", "df", "alpha", "beta",
+            "latent_dim", "epochs", "batch_size", "lr", "seed", "status", "error", "failed_epoch", "device", "host",
+            "pack_id", "pack_size", "started", "finished", "wall_seconds", "peak_memory_bytes", "git_commit",
+            "versions", "shard", "run_options", "plugins"),
             # shards that predate the key were written by numerics version 1
-            [job_id, result.get("numerics", 1), result.get("sweep", ""), json.dumps(result["spec"], sort_keys=True),
-             summary["dataset"], summary["arch"], summary["prior"], summary["gamma"], summary["df"], summary["alpha"],
-             summary["beta"], summary["latent_dim"], summary["epochs"], summary["batch_size"], summary["lr"],
-             summary["seed"],
-             result["status"], result.get("error", ""), result.get("failed_epoch"), result.get("device", ""),
-             result.get("host", ""), result.get("pack_id", ""), result.get("pack_size", 1),
-             timestamp(result.get("started")), timestamp(result.get("finished")), result.get("wall_seconds"),
-             result.get("peak_memory_bytes"), result.get("git_commit", ""),
-             json.dumps(result.get("versions", {}), sort_keys=True), result.get("shard", ""),
-             json.dumps(result.get("run_options", {}), sort_keys=True),
-             json.dumps(result["plugins"], sort_keys=True) if result.get("plugins") else None])
+            [[job_id, result.get("numerics", 1), result.get("sweep", ""), json.dumps(result["spec"], sort_keys=True),
+              summary["dataset"], summary["arch"], summary["prior"], summary["gamma"], summary["df"], summary["alpha"],
+              summary["beta"], summary["latent_dim"], summary["epochs"], summary["batch_size"], summary["lr"],
+              summary["seed"],
+              result["status"], result.get("error", ""), result.get("failed_epoch"), result.get("device", ""),
+              result.get("host", ""), result.get("pack_id", ""), result.get("pack_size", 1),
+              timestamp(result.get("started")), timestamp(result.get("finished")), result.get("wall_seconds"),
+              result.get("peak_memory_bytes"), result.get("git_commit", ""),
+              json.dumps(result.get("versions", {}), sort_keys=True), result.get("shard", ""),
+              json.dumps(result.get("run_options", {}), sort_keys=True),
+              json.dumps(result["plugins"], sort_keys=True) if result.get("plugins") else None]])
         insert_rows(con, "epochs", ("job_id", "epoch", "loss", "recon", "kl", "reg", "seconds", "samples_per_second"),
                     [[job_id, e["epoch"], e["loss"], e["recon"], e["kl"], e["reg"], e["seconds"],
                       e["samples_per_second"]] for e in result.get("epochs", [])])
