@@ -169,6 +169,12 @@ class Registry(Mapping[str, Any]):
         plugin = self._usable().get(name)
         return None if plugin is None else plugin.identity
 
+    def record(self, name: str) -> dict[str, str] | None:
+        """What a result stores of the plugin that provides `name`: {group, name, distribution, version,
+        source}; None for a built-in. is_current() reads it back."""
+        identity = self.identity(name)
+        return None if identity is None else {"group": self.group, "name": name, **identity.to_dict()}
+
     def view(self, pick: Callable[[Any], Any]) -> Mapping[str, Any]:
         """A read-only mapping name -> pick(entry), loading an entry only when its name is looked up (what
         the sweep validator needs: every name, and the schema of the names a file uses)."""

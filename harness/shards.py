@@ -242,19 +242,15 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     return check_evaluation(_load(path), path.parent.parent.name, path.stem)
 
 
-def _plugin_of(metric: Metric) -> dict[str, Any]:
-    """{"plugin": identity} for a metric that a plugin provides (harness.plugins), else {}."""
-    from harness.metrics.registry import METRICS
-
-    identity = METRICS.identity(metric.name)
-    return {} if identity is None else {"plugin": {"group": "metrics", "name": metric.name, **identity.to_dict()}}
-
-
 def metric_records(outputs: list[tuple[Metric, MetricOutput]]) -> tuple[list, list, list]:
     """Shard records (metrics, dim_stats, points) of registry metrics' outputs, each with its metric and the
     split it read (and the values with its version): what result and evaluation shards hold."""
+    from harness.metrics.registry import METRICS
+
+    plugins = {metric.name: METRICS.record(metric.name) for metric, _ in outputs}  # once per metric, not per value
     metrics = [{"split": out.split, "name": k, "value": float(v), "metric": metric.name, "version": metric.version,
-                **_plugin_of(metric)} for metric, out in outputs for k, v in out.values.items()]
+                **({"plugin": plugins[metric.name]} if plugins[metric.name] else {})}
+               for metric, out in outputs for k, v in out.values.items()]
     rows = [{"split": out.split, "metric": metric.name, "stat": r.stat, "dim": r.dim, "key": r.key,
              "key_index": r.key_index, "value": r.value} for metric, out in outputs for r in out.rows]
     points = [{"split": out.split, "metric": metric.name, **p.__dict__} for metric, out in outputs

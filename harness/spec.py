@@ -245,14 +245,13 @@ def _plugins_used(values: dict[str, Any]) -> tuple:
     used = []
     for name, registry in (("dataset", DATASETS), ("arch", ARCHS), ("prior", PRIORS), ("divergence", DIVERGENCES)):
         value = values[name].name if isinstance(values[name], Options) else values[name]
-        identity = registry.identity(value)
-        if identity is None:
+        record = registry.record(value)
+        if record is None:
             continue
         try:
             registry[value]
         except PluginError as exc:
             raise SpecError(f"{name}.name" if isinstance(values[name], Options) else name, str(exc)) from None
-        record = {"group": registry.group, "name": value, **identity.to_dict()}
         used.append((name, tuple(sorted(record.items()))))
     return tuple(used)
 
