@@ -5,6 +5,10 @@ resumes) once space is freed. DiskFull carries one line naming what could not be
 from __future__ import annotations
 
 import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 FULL = {errno.ENOSPC, errno.EDQUOT}
 # how the libraries that write without an errno say it: DuckDB ("Could not write file ...: No space left
@@ -55,3 +59,30 @@ def _file_named(exc: BaseException | None) -> str | None:
             return str(exc.filename)
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+_IN_FLIGHT: set[Path] = set()  # the temporary files this process is writing now (replacing)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write; renamed over `path` when the block ends, and removed where the
+    block raises (a full disk, Ctrl-C) or the process is told to stop (remove_in_flight): readers see the old
+    file or the new one, and no temporary file stays behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _IN_FLIGHT.add(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _IN_FLIGHT.discard(tmp)
+
+
+def remove_in_flight() -> None:
+    """Remove the temporary files that this process is writing now: for a signal handler that then exits at
+    once (a worker that its driver stops), so that none stays behind."""
+    for tmp in list(_IN_FLIGHT):
+        tmp.unlink(missing_ok=True)

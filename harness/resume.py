@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from harness.checksums import record_sha256, sha256_file
+from harness.disk import replacing
 
 
 def _state_tensors(model, optimiser, members) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -47,17 +48,15 @@ def save_state(folder: Path, epoch: int, model, optimiser, members) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tensors, optim = _state_tensors(model, optimiser, members)
     name = f"state-{epoch}.safetensors"
-    tmp = folder / f".{name}.tmp"
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, folder / name)
+    with replacing(folder / name) as tmp:
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp))
     record = {"epoch": epoch, "tensors": name, "tensors_sha256": sha256_file(folder / name), "optimiser": optim,
               "members": [{"job_id": m.job.job_id, "alive": m.alive, "status": m.result.status,
                            "failed_epoch": m.result.failed_epoch, "error": m.result.error,
                            "epochs": m.result.epochs} for m in members]}
     record["record_sha256"] = record_sha256(record, "record_sha256")
-    tmp_json = folder / ".state.json.tmp"
-    tmp_json.write_text(json.dumps(record))
-    os.replace(tmp_json, folder / "state.json")
+    with replacing(folder / "state.json") as tmp:
+        tmp.write_text(json.dumps(record))
     for old in folder.glob("state-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from torch.distributions import Distribution
 from harness import resume
 from harness.checksums import sha256_file
 from harness.datasets.base import Dataset
-from harness.disk import full_disk, is_full
+from harness.disk import full_disk, is_full, replacing
 from harness.metrics.iwae import iwae_log_px
 from harness.metrics.registry import compute_metrics, encode_grid, encodings, needs_grid, training_metrics
 from harness.models.divergences import DIVERGENCES
@@ -425,11 +425,9 @@ def save_checkpoint(model: PackedVAE, g: int, job: JobSpec, folder: Path) -> lis
 
     folder.mkdir(parents=True, exist_ok=True)
     weights, spec = folder / "model.safetensors", folder / "spec.json"
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(member_state(model, g), str(tmp), metadata={"job_id": job.job_id})
-    tmp.replace(weights)
-    spec_tmp = folder / ".spec.json.tmp"
-    spec_tmp.write_text(job.canonical_json() + "\n")
-    spec_tmp.replace(spec)
+    with replacing(weights) as tmp:
+        save_file(member_state(model, g), str(tmp), metadata={"job_id": job.job_id})
+    with replacing(spec) as tmp:
+        tmp.write_text(job.canonical_json() + "\n")
     return [{"kind": "weights", "path": str(weights), "sha256": sha256_file(weights)},
             {"kind": "spec", "path": str(spec), "sha256": sha256_file(spec)}]

@@ -18,7 +18,7 @@ import pytest
 from harness.db.ingest import Ingest
 from harness.db.migrations import rollback
 from harness.db.store import Store, StoreWriteError
-from harness.disk import DiskFull, full_disk, is_full
+from harness.disk import DiskFull, full_disk, is_full, remove_in_flight, replacing
 from harness.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,3 +190,22 @@ def test_ingest_stops_on_a_full_disk_and_sets_no_good_shard_aside(tmp_path, tiny
         duckdb.ConstraintException("Duplicate key"))})(), result)
     assert len(refused.quarantined) == 1 and not shard.exists()
     shutil.rmtree(store.quarantine_dir())
+
+
+def test_a_write_refused_or_interrupted_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    target = tmp_path / "result.json"
+    target.write_text("old")
+    for error in (OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()):
+        with pytest.raises(type(error)):
+            with replacing(target) as tmp:
+                tmp.write_text("half of the new")
+                raise error
+        assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with pytest.raises(FileNotFoundError):  # a worker told to stop removes what it is writing, then exits
+        with replacing(target) as tmp:
+            tmp.write_text("half of the new")
+            remove_in_flight()
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with replacing(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from harness.datasets.base import DataCorrupt, DataUnavailable
+from harness.disk import replacing
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_CACHE = Path("~/.cache/harness").expanduser()
@@ -62,9 +63,7 @@ def find_file(directory: Path, stem: str) -> Path | None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name and rename, so no reader ever sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)

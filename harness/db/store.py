@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 
 from harness.db.migrations import current, migrate
-from harness.disk import full_disk, is_full
+from harness.disk import full_disk, is_full, replacing
 
 JOB_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -103,16 +103,13 @@ class StoreWriteError(OSError):
 
 def atomic_write_json(path: Path, payload: Any) -> None:
     """Write JSON to `path` through a temporary file and a rename: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as handle:
+        with replacing(path) as tmp, open(tmp, "w") as handle:
             json.dump(payload, handle, indent=1, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StoreWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

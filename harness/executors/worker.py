@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.db.ingest import write_shard
 from harness.db.store import Store
-from harness.disk import DiskFull, full_disk, is_full
+from harness.disk import DiskFull, full_disk, is_full, remove_in_flight
 from harness.shards import JobResult
 from harness.spec import Pack
 from harness.train import Progress, RunOptions, train_pack
@@ -139,6 +139,7 @@ def worker_main(device: str, store_path: str, sweep: str, data_root: str | None,
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
+    signal.signal(signal.SIGTERM, _stopped)  # the driver's close(): no half-written file stays
     parent = parent or os.getppid()
     _die_with_parent(parent)
     store = Store(store_path)
@@ -165,3 +166,10 @@ def worker_main(device: str, store_path: str, sweep: str, data_root: str | None,
             events.put(("disk_full", (pack.jobs[0].job_id, str(exc))))
             continue
         events.put(("pack_done", ids))
+
+
+def _stopped(signum, frame) -> None:
+    """SIGTERM (the driver's close()): remove the files half-written now and exit at once. Nothing is raised
+    from the handler: CPython 3.11 lets an exception raised there at a loop's `continue` escape every `try`."""
+    remove_in_flight()
+    os._exit(1)
