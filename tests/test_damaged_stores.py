@@ -125,10 +125,15 @@ def _as_nobody(folder: Path, sweep: Path, original: Path, job: str):
     shutil.copytree(original, folder / "store")
     shutil.copy(sweep, folder / "tiny.toml")
     subprocess.run(["chown", "-R", "65534:65534", str(folder)], check=True)
-    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import harness.cli, multiprocessing as mp; "
-                            "mp.get_context('spawn').Queue()"], capture_output=True, text=True, cwd=ROOT)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot run the harness as the user nobody here: {probe.stderr.strip()[-200:]}")
+    probes = {"import the harness": "import harness.cli",
+              "start a spawned process": "import multiprocessing as mp; p = mp.get_context('spawn').Process("
+                                         "target=print); p.start(); p.join(); assert p.exitcode == 0"}
+    for what, code in probes.items():
+        probe = subprocess.run([*NOBODY, sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        if probe.returncode != 0:
+            errors = [line for line in probe.stderr.splitlines() if line[:1].isalpha()] or [probe.stderr]
+            pytest.skip(f"the user nobody cannot {what} with {sys.executable} here: {errors[0]} ... {errors[-1]}"
+                        "; the folders above the interpreter and the checkout must be executable by others")
     yield folder / "tiny.toml", folder / "store", job
 
 

@@ -92,6 +92,13 @@ class QueryInterrupted(RuntimeError):
     """A query stopped by Ctrl-C or its timeout."""
 
 
+# Statements interrupted in this process. DuckDB stops the statement at once but may let its other threads
+# finish the piece of work they hold (a nested-loop join's piece can take minutes), and closing the
+# database, at the latest when the interpreter exits, waits for them: the command line leaves with
+# os._exit when this is non-zero (harness.cli.main).
+INTERRUPTED_STATEMENTS = 0
+
+
 class ReadOnlyError(ValueError):
     """A statement that would write was given to a read-only query."""
 
@@ -222,15 +229,20 @@ def open_read_only(path: str | Path):
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}
 
 
-def _interrupt(cursor, worker) -> None:
-    """Stop the statement running on `cursor` in `worker` and wait for the thread to end (asking again
-    while it runs: a request that lands between two steps of the statement is not seen)."""
-    while worker.is_alive():
+def _interrupt(cursor, worker, wait: float = 5.0) -> bool:
+    """Stop the statement running on `cursor` in `worker` and wait up to `wait` seconds for the thread to
+    end (asking again while it runs: a request that lands between two steps of the statement is not
+    seen). Returns whether it ended; if not, the thread is left to end on its own."""
+    global INTERRUPTED_STATEMENTS
+    INTERRUPTED_STATEMENTS += 1
+    deadline = time.monotonic() + wait
+    while worker.is_alive() and time.monotonic() < deadline:
         try:
             cursor.interrupt()
         except duckdb.Error:
             pass
         worker.join(0.1)
+    return not worker.is_alive()
 
 
 def run_query(path: str | Path, sql: str, params: list[Any] | None = None, timeout: float | None = None):
@@ -243,6 +255,7 @@ def run_query(path: str | Path, sql: str, params: list[Any] | None = None, timeo
     con = open_read_only(path)
     cursor = con.cursor()  # the query's own connection, so that this thread may interrupt it
     outcome: dict[str, Any] = {}
+    ended = True
 
     def execute() -> None:
         try:
@@ -265,16 +278,17 @@ def run_query(path: str | Path, sql: str, params: list[Any] | None = None, timeo
             while worker.is_alive():
                 worker.join(0.05)
                 if deadline is not None and time.monotonic() > deadline:
-                    _interrupt(cursor, worker)
+                    ended = _interrupt(cursor, worker)
                     raise QueryInterrupted(f"the query ran past --timeout {timeout:g} s and was stopped")
         except KeyboardInterrupt:
-            _interrupt(cursor, worker)
+            ended = _interrupt(cursor, worker)
             raise QueryInterrupted("the query was interrupted") from None
         if "error" in outcome:
             raise damaged(Path(path), outcome["error"]) or outcome["error"]
         return outcome["result"]
     finally:
-        for closable in (cursor, con):
+        # a statement still running holds its connection: closing would wait for it, so it is left open
+        for closable in (cursor, con) if ended else ():
             try:
                 closable.close()
             except duckdb.Error:  # still marked busy after an interrupted statement; dropped all the same
