@@ -94,6 +94,21 @@ def test_a_second_file_under_the_same_sweep_name_is_refused(tmp_path, tiny_sweep
     assert len(jobs.statuses(store, [j.job_id for j in sweep.jobs])) == 4  # the first sweep's list is untouched
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
+    import signal
+    import time
+
+    # `python -m harness` is the `harness` script's entry point; the signal lands while torch loads
+    process = subprocess.Popen([sys.executable, "-m", "harness", "--version"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    maps = f"/proc/{process.pid}/maps"
+    while process.poll() is None and "libtorch" not in open(maps).read():
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out, err) == (130, "", "error: interrupted while starting; nothing was done\n")
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_a_long_query(tmp_path, tiny_sweep):
     import signal

@@ -24,7 +24,7 @@ LAYERS = [
     ("executors", ("harness.executors",)),
     ("reports", ("harness.report",)),
     ("the driver", ("harness.driver",)),
-    ("the command line", ("harness.cli",)),
+    ("the command line", ("harness.cli", "harness.__main__")),
 ]
 
 
